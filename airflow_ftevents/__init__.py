@@ -1,0 +1,12 @@
+"""Apache Airflow provider for the events of OpenAI (and OpenAI-compatible) fine-tuning jobs.
+
+Kept import-light: DAG files are parsed every few seconds, so the hook, sensor, trigger and operator
+live in their own modules and are imported only where used.
+"""
+
+from __future__ import annotations
+
+from airflow_ftevents.errors import FineTuneEventsError
+
+__version__ = "0.1.0"
+__all__ = ["FineTuneEventsError", "__version__"]

@@ -1,0 +1,221 @@
+"""Plans for reading events: newest-first walk-back, tailing a live job, the legacy list.
+
+A plan is a generator that yields :class:`ApiRequest` (and receives the decoded JSON of its response
+through ``send``) or :class:`Emit` (a result for the caller). It does no I/O itself, so the same plan
+runs under the sync hook and the async trigger (see ``drivers.py``) and is tested with plain lists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow_ftevents.core.responses import require_mapping
+from airflow_ftevents.core.window import EventWindow
+from airflow_ftevents.errors import FineTuneEventsPagingError, FineTuneEventsResponseError
+
+CURRENT = "fine_tuning"
+LEGACY = "fine_tunes"
+DEFAULT_PAGE_SIZE = 100
+
+
+@dataclass(frozen=True)
+class ApiRequest:
+    """One GET to perform: path segments (escaped by the driver) and query parameters."""
+
+    segments: tuple[str, ...]
+    params: Mapping[str, Any] = field(default_factory=dict)
+    what: str = "request"
+
+
+@dataclass(frozen=True)
+class Emit:
+    """A value handed to the plan's caller (a page of events, newest first, or a job)."""
+
+    value: Any
+
+
+Plan = Generator["ApiRequest | Emit", Any, Any]
+
+
+def job_request(api: str, job_id: str) -> ApiRequest:
+    if api == LEGACY:
+        return ApiRequest(("fine-tunes", job_id), {}, f"GET fine-tune {job_id}")
+    return ApiRequest(("fine_tuning", "jobs", job_id), {}, f"GET fine-tuning job {job_id}")
+
+
+def events_request(job_id: str, after: str | None = None, limit: int | None = None) -> ApiRequest:
+    return ApiRequest(
+        ("fine_tuning", "jobs", job_id, "events"),
+        {"after": after, "limit": limit},
+        f"GET events of fine-tuning job {job_id}" + (f" after {after}" if after else ""),
+    )
+
+
+def legacy_events_request(job_id: str) -> ApiRequest:
+    return ApiRequest(
+        ("fine-tunes", job_id, "events"), {"stream": False}, f"GET events of fine-tune {job_id}"
+    )
+
+
+def check_page_size(page_size: int) -> int:
+    if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
+        raise ValueError(f"page_size must be a whole number >= 1, got {page_size!r}")
+    return page_size
+
+
+def _page_events(page: Any, what: str) -> tuple[list[dict[str, Any]], bool | None]:
+    page = require_mapping(page, what, ("data",))
+    data = page["data"]
+    if not isinstance(data, list) or not all(isinstance(e, Mapping) for e in data):
+        raise FineTuneEventsResponseError(
+            f"{what} returned 'data' that is not a list of event objects",
+            code="unexpected_shape",
+            hint="Check that the connection's base URL points at an OpenAI-compatible API",
+        )
+    has_more = page.get("has_more")
+    return data, (None if has_more is None else bool(has_more))
+
+
+def walk_back(
+    job_id: str,
+    page_size: int = DEFAULT_PAGE_SIZE,
+    *,
+    window: EventWindow | None = None,
+    stop: Callable[[Mapping[str, Any]], bool] | None = None,
+) -> Plan:
+    """Read pages from the newest event back in time; emit each page (newest first) as a list.
+
+    Stops at the last page, at the first event older than ``window`` (newest-first order makes this
+    cheap), or at the first event for which ``stop`` is true (that event is not emitted). Refuses to
+    loop: a cursor seen before, or ``has_more`` with an empty page, raises FineTuneEventsPagingError.
+    When ``has_more`` is missing, a full page is taken to mean "maybe more" and a short one "no more".
+    """
+    check_page_size(page_size)
+    after: str | None = None
+    seen: set[str] = set()
+    while True:
+        request = events_request(job_id, after, page_size)
+        data, has_more = _page_events((yield request), request.what)
+        if has_more is None:
+            has_more = len(data) >= page_size
+        cut = len(data)
+        finished = False
+        for index, event in enumerate(data):
+            if (stop is not None and stop(event)) or (window is not None and window.is_before_start(event)):
+                cut, finished = index, True
+                break
+        kept = data[:cut]
+        if window is not None and window.end is not None:
+            kept = [e for e in kept if window.contains(e)]
+        if kept:
+            yield Emit(kept)
+        if finished or not has_more:
+            return
+        if not data:
+            raise FineTuneEventsPagingError(
+                f"The events of job {job_id} came back empty with has_more=true after cursor {after!r}; "
+                "stopping instead of asking for the same page forever",
+                code="empty_page_has_more",
+                hint="The server's paging is broken; retry later or report it to the API provider",
+            )
+        cursor = data[-1].get("id")
+        if not isinstance(cursor, str) or not cursor:
+            raise FineTuneEventsResponseError(
+                f"An event of job {job_id} has no 'id', so paging cannot continue",
+                code="event_without_id",
+                hint="Use api='fine_tunes' for legacy jobs, whose events have no id",
+            )
+        if cursor in seen:
+            raise FineTuneEventsPagingError(
+                f"The events of job {job_id} repeated cursor {cursor!r}: the server returned a page it "
+                "returned before; stopping instead of looping forever",
+                code="repeated_cursor",
+                hint="The server ignores the 'after' parameter; retry later or report it to the API provider",
+            )
+        seen.add(cursor)
+        after = cursor
+
+
+@dataclass
+class TailState:
+    """Where a follower of a live job stands; a small JSON-safe dict survives reschedules and restarts.
+
+    ``count`` is the number of events seen so far; for the legacy API (no event ids) it is also the
+    position to resume from.
+    """
+
+    last_id: str | None = None
+    last_created_at: int | None = None
+    count: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"last_id": self.last_id, "last_created_at": self.last_created_at, "count": self.count}
+
+    @classmethod
+    def from_dict(cls, value: Mapping[str, Any] | None) -> TailState:
+        if not value:
+            return cls()
+        return cls(value.get("last_id"), value.get("last_created_at"), int(value.get("count") or 0))
+
+    def is_known(self, event: Mapping[str, Any]) -> bool:
+        """True for the newest event already seen, or anything older than it."""
+        if self.last_id is None:
+            return False
+        if event.get("id") == self.last_id:
+            return True
+        return self.last_created_at is not None and event.get("created_at", 0) < self.last_created_at
+
+
+def tail_new(job_id: str, state: TailState, page_size: int = DEFAULT_PAGE_SIZE) -> Plan:
+    """Read only what is new since ``state`` (newest page first, stop at the newest id seen).
+
+    Emits the new events page by page, newest first, and updates ``state`` once the whole read
+    completed, so a read interrupted by an error is simply repeated by the next poll.
+    """
+    newest: Mapping[str, Any] | None = None
+    new = 0
+    inner = walk_back(job_id, page_size, stop=state.is_known)
+    step = next(inner)
+    while True:
+        if isinstance(step, Emit):
+            if newest is None and step.value:
+                newest = step.value[0]
+            new += len(step.value)
+            yield step
+            sent: Any = None
+        else:
+            sent = yield step
+        try:
+            step = inner.send(sent)
+        except StopIteration:
+            break
+    if newest is not None:
+        state.last_id = newest.get("id")
+        state.last_created_at = newest.get("created_at")
+    state.count += new
+    return new
+
+
+def legacy_events(job_id: str, skip: int = 0) -> Plan:
+    """The legacy ``stream=false`` list from position ``skip`` on, emitted as one page (newest first,
+    like every emitted page, although the legacy API sends it oldest first)."""
+    request = legacy_events_request(job_id)
+    data, _ = _page_events((yield request), request.what)
+    if len(data) < skip:
+        raise FineTuneEventsResponseError(
+            f"The legacy event list of job {job_id} has {len(data)} events, fewer than the {skip} already "
+            "seen; the server lost events",
+            code="events_lost",
+        )
+    if len(data) > skip:
+        yield Emit(data[skip:][::-1])
+    return len(data) - skip
+
+
+def legacy_tail_plan(job_id: str, state: TailState) -> Plan:
+    """Legacy tailing: the whole list again, skipping by position (events have no id)."""
+    new = yield from legacy_events(job_id, state.count)
+    state.count += new
+    return new

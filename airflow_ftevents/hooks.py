@@ -1,0 +1,371 @@
+"""FineTuneEventsHook: authenticated, retried, paged and streamed reads of fine-tuning job events.
+
+The hook is the thin sync driver (requests) of the plans in ``airflow_ftevents.core``; the sensor and
+the export operator use it, the trigger uses :mod:`airflow_ftevents.async_client` with the same plans.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import requests
+from airflow.sdk import BaseHook
+from tenacity import Retrying
+
+from airflow_ftevents._compat import mask_secret
+from airflow_ftevents.core.config import ApiConfig, check_api
+from airflow_ftevents.core.drivers import run_sync
+from airflow_ftevents.core.jobstate import is_terminal, job_status
+from airflow_ftevents.core.legacy_stream import LegacyStreamResume
+from airflow_ftevents.core.paging import (
+    CURRENT,
+    DEFAULT_PAGE_SIZE,
+    LEGACY,
+    ApiRequest,
+    TailState,
+    check_page_size,
+    events_request,
+    job_request,
+    legacy_events,
+    legacy_tail_plan,
+    tail_new,
+    walk_back,
+)
+from airflow_ftevents.core.responses import decode_json, require_mapping, transport_error
+from airflow_ftevents.core.retry import backoff_delay, retry_settings
+from airflow_ftevents.core.spool import ReverseSpool
+from airflow_ftevents.core.sse import SSEDecoder
+from airflow_ftevents.core.window import EventWindow
+from airflow_ftevents.errors import FineTuneEventsConnectionError, FineTuneEventsError
+
+CONN_TYPE = "openai_ftevents"
+STREAM_CHUNK = 64 * 1024
+
+
+class FineTuneEventsHook(BaseHook):
+    """Read the events of an OpenAI (or Azure OpenAI) fine-tuning job.
+
+    :param conn_id: Airflow connection: password = API key, host = base URL, extras ``organization``,
+        ``project``, ``timeout``, ``max_retries``, ``api_type`` (``azure``), ``api_version``.
+        A connection made for the official OpenAI provider works as it is.
+    :param api: ``"fine_tuning"`` (current API, default) or ``"fine_tunes"`` (legacy API).
+    :param timeout: seconds per request (read timeout); overrides the connection's extra.
+    :param max_retries: retries after the first try; overrides the connection's extra.
+    """
+
+    conn_name_attr = "conn_id"
+    default_conn_name = "openai_default"
+    conn_type = CONN_TYPE
+    hook_name = "OpenAI fine-tuning events"
+
+    def __init__(
+        self,
+        conn_id: str = default_conn_name,
+        api: str = CURRENT,
+        *,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.conn_id = conn_id
+        self.api = check_api(api)
+        self._timeout = timeout
+        self._max_retries = max_retries
+        self._config: ApiConfig | None = None
+        self._session: requests.Session | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(conn_id={self.conn_id!r}, api={self.api!r})"
+
+    # -- connection -------------------------------------------------------------------------------
+
+    @classmethod
+    def config_from_connection(
+        cls, conn: Any, timeout: float | None = None, max_retries: int | None = None
+    ) -> ApiConfig:
+        """Build the request settings from an Airflow Connection (shared with the async client)."""
+        host = conn.host
+        if host and "://" not in host and (conn.port or conn.schema):
+            host = (
+                f"https://{host}"
+                + (f":{conn.port}" if conn.port else "")
+                + (f"/{conn.schema}" if conn.schema else "")
+            )
+        if conn.password:
+            mask_secret(conn.password)
+        config = ApiConfig.from_connection(host=host, password=conn.password, extra=conn.extra_dejson)
+        overrides: dict[str, Any] = {}
+        if timeout is not None:
+            overrides["timeout"] = float(timeout)
+        if max_retries is not None:
+            overrides["max_retries"] = int(max_retries)
+        if overrides:
+            config = replace(config, **overrides)
+        return config
+
+    @property
+    def config(self) -> ApiConfig:
+        if self._config is None:
+            self._config = self.config_from_connection(
+                self.get_connection(self.conn_id), self._timeout, self._max_retries
+            )
+        return self._config
+
+    def get_conn(self) -> requests.Session:
+        """A pooled session carrying the auth headers."""
+        if self._session is None:
+            session = requests.Session()
+            session.headers.update(self.config.headers())
+            self._session = session
+        return self._session
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    # -- one request, retried ----------------------------------------------------------------------
+
+    def _get_once(self, request: ApiRequest, **kwargs: Any) -> requests.Response:
+        config = self.config
+        url = config.url(*request.segments)
+        try:
+            return self.get_conn().get(
+                url,
+                params=config.params(request.params),
+                timeout=(config.connect_timeout, config.timeout),
+                **kwargs,
+            )
+        except requests.RequestException as exc:
+            raise transport_error(
+                request.what,
+                exc,
+                config.base_url,
+                config.timeout,
+                isinstance(exc, requests.Timeout),
+                config.redact,
+            ) from None
+
+    def _fetch_json_once(self, request: ApiRequest) -> Any:
+        response = self._get_once(request)
+        try:
+            body = response.content
+        except requests.RequestException as exc:
+            raise FineTuneEventsConnectionError(
+                f"{request.what}: the connection dropped while reading the body ({type(exc).__name__})",
+                code="connection_error",
+                hint="The server or a proxy cut the response; retries were exhausted",
+                retryable=True,
+            ) from None
+        return decode_json(response.status_code, response.headers, body, request.what, self.config.redact)
+
+    def _fetch(self, request: ApiRequest) -> Any:
+        """One GET with retries; the plans of the core call this for every request they need."""
+        for attempt in Retrying(**retry_settings(self.config.max_retries, self.log, request.what)):
+            with attempt:
+                return self._fetch_json_once(request)
+        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+    # -- public API --------------------------------------------------------------------------------
+
+    def get_job(self, job_id: str) -> dict[str, Any]:
+        """The job object (``status``, ``error``, ``fine_tuned_model``, ...)."""
+        request = job_request(self.api, job_id)
+        return dict(require_mapping(self._fetch(request), request.what, ("status",)))
+
+    def list_events(self, job_id: str, after: str | None = None, limit: int | None = None) -> dict[str, Any]:
+        """Exactly one page as the API returns it (current API: newest first).
+
+        On the legacy API this is the whole ``stream=false`` list (oldest first); ``after`` and ``limit``
+        do not apply there and are refused rather than silently ignored.
+        """
+        if self.api == LEGACY:
+            if after is not None or limit is not None:
+                raise ValueError("after and limit do not apply to the legacy fine-tunes API; omit them")
+            request = ApiRequest(
+                ("fine-tunes", job_id, "events"), {"stream": False}, f"GET events of fine-tune {job_id}"
+            )
+        else:
+            if limit is not None:
+                check_page_size(limit)
+            request = events_request(job_id, after, limit)
+        return dict(require_mapping(self._fetch(request), request.what, ("data",)))
+
+    def _fill(self, spool: ReverseSpool, plan: Any, job_id: str) -> ReverseSpool:
+        started = last_log = time.monotonic()
+        for pages, page in enumerate(run_sync(plan, self._fetch), start=1):
+            spool.add_page(page)
+            now = time.monotonic()
+            if now - last_log >= 10:
+                last_log = now
+                self.log.info(
+                    "Job %s: read %d events in %d pages so far (%.0f events/s)",
+                    job_id,
+                    spool.count,
+                    pages,
+                    spool.count / max(now - started, 1e-9),
+                )
+        return spool
+
+    def iter_event_blocks(
+        self, job_id: str, page_size: int = DEFAULT_PAGE_SIZE, window: EventWindow | None = None
+    ) -> Iterator[bytes]:
+        """Every event of the job as JSON Lines blocks, oldest first: what the export writes.
+
+        Pages are read newest first and spooled (memory bounded, spill to a temporary file), then
+        replayed oldest first. Nothing is yielded before the whole read succeeded.
+        """
+        check_page_size(page_size)
+        plan = legacy_events(job_id) if self.api == LEGACY else walk_back(job_id, page_size, window=window)
+        with ReverseSpool() as spool:
+            if self.api == LEGACY and window is not None and not window.unbounded:
+                for page in run_sync(plan, self._fetch):
+                    spool.add_page([e for e in page if window.contains(e)])
+            else:
+                self._fill(spool, plan, job_id)
+            yield from spool.iter_pages()
+
+    def iter_events(
+        self, job_id: str, page_size: int = DEFAULT_PAGE_SIZE, window: EventWindow | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Every event of the job, oldest first, each exactly once, in bounded memory."""
+        for block in self.iter_event_blocks(job_id, page_size, window):
+            for line in block.splitlines():
+                yield json.loads(line)
+
+    def read_new_events(
+        self, job_id: str, state: TailState, page_size: int = DEFAULT_PAGE_SIZE
+    ) -> Iterator[dict[str, Any]]:
+        """Only the events that are new since ``state`` (which is updated), oldest first.
+
+        Current API: reads the newest pages until the newest id already seen. Legacy API: the list
+        again, skipping by position.
+        """
+        plan = legacy_tail_plan(job_id, state) if self.api == LEGACY else tail_new(job_id, state, page_size)
+        with ReverseSpool() as spool:
+            self._fill(spool, plan, job_id)
+            yield from spool.iter_events()
+
+    def stream_events(
+        self,
+        job_id: str,
+        poll_interval: float = 10.0,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        state: TailState | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Follow a job live: each event once, oldest first, as it appears; return when the job finished.
+
+        Current API: polls the job, then reads only what is new; the status is read *before* the events,
+        so the read that follows a terminal status holds the last events. Legacy API: the server-sent
+        events stream to ``[DONE]``, reconnecting after a drop without duplicates or gaps.
+        """
+        if poll_interval < 0:
+            raise ValueError(f"poll_interval must be >= 0 seconds, got {poll_interval!r}")
+        if self.api == LEGACY:
+            yield from self._stream_legacy(job_id, state or TailState())
+            return
+        state = state if state is not None else TailState()
+        while True:
+            finished = is_terminal(job_status(self.get_job(job_id)))
+            yield from self.read_new_events(job_id, state, page_size)
+            if finished:
+                return
+            time.sleep(poll_interval)
+
+    # -- legacy server-sent events -----------------------------------------------------------------
+
+    def _stream_once(self, job_id: str, resume: LegacyStreamResume) -> Iterator[dict[str, Any]]:
+        request = ApiRequest(
+            ("fine-tunes", job_id, "events"), {"stream": True}, f"GET event stream of fine-tune {job_id}"
+        )
+        response = self._get_once(request, stream=True, headers={"Accept": "text/event-stream"})
+        with response:
+            if response.status_code >= 400:
+                decode_json(
+                    response.status_code, response.headers, response.content, request.what, self.config.redact
+                )
+            decoder = SSEDecoder()
+            resume.new_connection()
+            try:
+                for chunk in response.iter_content(chunk_size=None):
+                    for sse in decoder.feed(chunk):
+                        event = resume.accept(sse, job_id)
+                        if event is not None:
+                            yield event
+                        elif resume.done:
+                            return
+            except requests.RequestException as exc:
+                raise FineTuneEventsConnectionError(
+                    f"The event stream of fine-tune {job_id} dropped after {resume.position} events "
+                    f"({type(exc).__name__})",
+                    code="stream_dropped",
+                    retryable=True,
+                ) from None
+        raise FineTuneEventsConnectionError(
+            f"The event stream of fine-tune {job_id} ended before [DONE] after {resume.position} events",
+            code="stream_dropped",
+            retryable=True,
+        )
+
+    def _stream_legacy(self, job_id: str, state: TailState) -> Iterator[dict[str, Any]]:
+        """Reconnect loop for the legacy stream.
+
+        Not tenacity: the retry budget starts afresh whenever a connection delivered new events, so a
+        long stream that drops every hour is followed to the end, while one that fails repeatedly
+        without progress stops after ``max_retries`` reconnects with a clear error.
+        """
+        resume = LegacyStreamResume(state.count)
+        failures = 0
+        while True:
+            before = resume.position
+            try:
+                for event in self._stream_once(job_id, resume):
+                    state.count = resume.position
+                    yield event
+                return
+            except FineTuneEventsError as exc:
+                if not exc.retryable:
+                    raise
+                failures = 1 if resume.position > before else failures + 1
+                if failures > self.config.max_retries:
+                    raise FineTuneEventsConnectionError(
+                        f"The event stream of fine-tune {job_id} failed {failures} times in a row without "
+                        f"new events (last: {exc.message})",
+                        status_code=exc.status_code,
+                        code=exc.code,
+                        request_id=exc.request_id,
+                        hint="Raise the connection's extra 'max_retries' or try again later",
+                    ) from None
+                delay = exc.retry_after if exc.retry_after is not None else backoff_delay(failures)
+                self.log.warning("%s; reconnecting in %.2f s (%d events so far)", exc, delay, resume.position)
+                time.sleep(delay)
+
+    # -- Airflow UI --------------------------------------------------------------------------------
+
+    def test_connection(self) -> tuple[bool, str]:
+        """The UI's Test button: one cheap authenticated read."""
+        try:
+            request = ApiRequest(("fine_tuning", "jobs"), {"limit": 1}, "GET fine-tuning jobs")
+            require_mapping(self._fetch(request), request.what, ("data",))
+        except FineTuneEventsError as exc:
+            return False, str(exc)
+        except Exception as exc:  # the UI shows the message instead of a stack trace
+            return False, f"{type(exc).__name__}: {exc}"
+        return True, f"Connection OK: listed fine-tuning jobs at {self.config.base_url}"
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        from airflow_ftevents.connection_form import UI_FIELD_BEHAVIOUR
+
+        return UI_FIELD_BEHAVIOUR
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        from airflow_ftevents.connection_form import connection_form_widgets
+
+        return connection_form_widgets()
