@@ -345,6 +345,31 @@ class FineTuneEventsHook(BaseHook):
                 self.log.warning("%s; reconnecting in %.2f s (%d events so far)", exc, delay, resume.position)
                 time.sleep(delay)
 
+    def create_job(self, model: str, training_file: str, **fields: Any) -> dict[str, Any]:
+        """Start a fine-tuning job (``POST /fine_tuning/jobs``); returns the new job object.
+
+        Tried once, never retried: a retried POST whose first attempt reached the server would start a
+        second, billed job. Let the task's own retries decide, after checking the jobs list.
+        """
+        if self.api == LEGACY:
+            raise ValueError("create_job uses the current fine_tuning API; the legacy API cannot create jobs")
+        config = self.config
+        what = "POST fine-tuning job"
+        try:
+            response = self.get_conn().post(
+                config.url("fine_tuning", "jobs"),
+                params=config.params(),
+                json={"model": model, "training_file": training_file, **fields},
+                timeout=(config.connect_timeout, config.timeout),
+            )
+            body = response.content
+        except requests.RequestException as exc:
+            raise transport_error(
+                what, exc, config.base_url, config.timeout, isinstance(exc, requests.Timeout), config.redact
+            ) from None
+        job = decode_json(response.status_code, response.headers, body, what, config.redact)
+        return dict(require_mapping(job, what, ("id", "status")))
+
     # -- Airflow UI --------------------------------------------------------------------------------
 
     def test_connection(self) -> tuple[bool, str]:

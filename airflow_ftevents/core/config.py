@@ -144,6 +144,11 @@ class ApiConfig:
 
     def url(self, *segments: str) -> str:
         """Join path segments, each percent-escaped, so a job id can never change the path or query."""
+        for segment in segments:
+            # "", "." and ".." survive escaping and are then collapsed by requests/httpx (dot segments):
+            # no escaping can keep them in place, so they are refused instead of reaching another path.
+            if str(segment) in ("", ".", ".."):
+                raise ValueError(f"A job id cannot be {str(segment)!r}: it would change the request path")
         return self.base_url + "".join("/" + quote(str(s), safe="") for s in segments)
 
     def params(self, params: Mapping[str, Any] | None = None) -> dict[str, str]:

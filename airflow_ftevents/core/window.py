@@ -31,9 +31,11 @@ def to_unix_seconds(value: Any, name: str) -> float | None:
     if isinstance(value, str):
         text = value.strip()
         try:
-            return float(text)
+            number = float(text)
         except ValueError:
             pass
+        else:
+            return to_unix_seconds(number, name)  # same finiteness check as a number
         try:
             moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
         except ValueError:

@@ -1,0 +1,368 @@
+"""FineTuneJobSensor: gate downstream tasks on a fine-tuning job's terminal state.
+
+Airflow glue only: what is finished, the summary, the failure message and the event log lines come from
+``airflow_ftevents.core.jobstate``; reading only the new events comes from the hook and
+``core.paging.TailState``. The hook and the trigger are imported inside methods because DAG files import
+this module every few seconds.
+
+Where the event cursor lives between pokes, so that each event is logged once:
+
+- ``mode="poke"``: on the operator instance (the same object pokes until the end).
+- ``deferrable=True``: handed to the trigger in its kwargs (``tail_state``), which logs from there on.
+- ``mode="reschedule"``: the task process restarts for every poke and Airflow 3 deletes the task's XCom
+  at every restart (only a resume from deferral keeps it), so XCom cannot carry it. Airflow 3.3+ keeps it
+  in ``context["task_state_store"]`` (scoped to the task instance, made for this); older releases keep it
+  in an Airflow Variable named ``ftevents_cursor__<dag_id>__<run_id>__<task_id>__<map_index>``. Either is
+  deleted when the sensor's try ends (success, failure, skip or timeout).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseSensorOperator, PokeReturnValue
+
+from airflow_ftevents.core.config import check_api
+from airflow_ftevents.core.jobstate import (
+    SUCCEEDED,
+    compact_event,
+    failure_message,
+    is_known,
+    is_terminal,
+    job_status,
+    job_summary,
+    log_event,
+)
+from airflow_ftevents.core.paging import CURRENT, DEFAULT_PAGE_SIZE, TailState, check_page_size
+from airflow_ftevents.errors import FineTuneEventsError
+from airflow_ftevents.links import FineTuneJobLink
+
+try:  # Airflow >= 3.2: the Task SDK owns these; airflow.exceptions warns about them
+    from airflow.sdk.exceptions import (
+        AirflowFailException,
+        AirflowRescheduleException,
+        AirflowSensorTimeout,
+        AirflowSkipException,
+    )
+except ImportError:  # Airflow 3.1
+    from airflow.exceptions import (  # type: ignore[no-redef]
+        AirflowFailException,
+        AirflowRescheduleException,
+        AirflowSensorTimeout,
+        AirflowSkipException,
+    )
+
+try:
+    from airflow.sdk.configuration import conf
+except ImportError:  # Airflow 3.1
+    from airflow.configuration import conf  # type: ignore[no-redef]
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_ftevents.hooks import FineTuneEventsHook
+
+MAX_ERROR_EVENTS = 10
+CURSOR_KEY = "ftevents_cursor"
+# How long Airflow itself waits for the trigger beyond the trigger's own deadline: a backstop for a
+# deployment without a running triggerer, never reached when the trigger works.
+DEFER_GRACE_SECONDS = 300.0
+
+
+def wall_clock() -> float:
+    """Unix seconds: the trigger's deadline is wall-clock so it survives a triggerer restart."""
+    return time.time()
+
+
+class _Progress:
+    """What the sensor remembers between pokes: the cursor, the newest event, error events, warnings."""
+
+    def __init__(
+        self,
+        job_id: str,
+        tail: TailState | None = None,
+        last_event: dict[str, Any] | None = None,
+        error_events: list[dict[str, Any]] | None = None,
+        warned: list[str] | None = None,
+    ) -> None:
+        self.job_id = job_id
+        self.tail = tail or TailState()
+        self.last_event = last_event
+        self.error_events = error_events or []
+        self.warned = warned or []
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id,
+            "tail": self.tail.to_dict(),
+            "last_event": self.last_event,
+            "error_events": self.error_events,
+            "warned": self.warned,
+        }
+
+    @classmethod
+    def from_dict(cls, job_id: str, value: Any) -> _Progress:
+        """A stored progress of the same job, or a fresh one (nothing stored, or another job's)."""
+        if not isinstance(value, dict) or value.get("job_id") != job_id:
+            return cls(job_id)
+        return cls(
+            job_id,
+            TailState.from_dict(value.get("tail")),
+            value.get("last_event"),
+            list(value.get("error_events") or []),
+            list(value.get("warned") or []),
+        )
+
+    def add(self, event: dict[str, Any]) -> None:
+        compact = compact_event(event)
+        self.last_event = compact
+        if event.get("level") == "error" and compact is not None:
+            self.error_events = [*self.error_events[-(MAX_ERROR_EVENTS - 1) :], compact]
+
+
+class _CursorStore:
+    """Keeps the progress of a reschedule-mode sensor where the next poke's process finds it."""
+
+    def __init__(self, context: Context) -> None:
+        self._store = context.get("task_state_store")
+        ti = context["ti"]
+        map_index = getattr(ti, "map_index", -1)
+        map_index = -1 if map_index is None else map_index
+        self._variable = f"{CURSOR_KEY}__{ti.dag_id}__{ti.run_id}__{ti.task_id}__{map_index}"
+
+    @property
+    def where(self) -> str:
+        if self._store is not None:
+            return f"task_state_store key {CURSOR_KEY!r}"
+        return f"Variable {self._variable!r}"
+
+    def load(self) -> Any:
+        if self._store is not None:
+            return self._store.get(CURSOR_KEY)
+        from airflow.sdk import Variable
+
+        return Variable.get(self._variable, default=None, deserialize_json=True)
+
+    def save(self, value: dict[str, Any]) -> None:
+        if self._store is not None:
+            self._store.set(CURSOR_KEY, value)
+            return
+        from airflow.sdk import Variable
+
+        Variable.set(
+            self._variable,
+            value,
+            description="airflow-ftevents: event cursor of a rescheduled FineTuneJobSensor (auto-deleted)",
+            serialize_json=True,
+        )
+
+    def delete(self) -> None:
+        if self._store is not None:
+            self._store.delete(CURSOR_KEY)
+            return
+        from airflow.sdk import Variable
+
+        Variable.delete(self._variable)
+
+
+class FineTuneJobSensor(BaseSensorOperator):
+    """Wait until a fine-tuning job is finished; succeed with a small summary when it succeeded.
+
+    A failed or cancelled job fails the task at once without retries (it will not un-fail), or skips it
+    with ``soft_fail=True``. API errors that outlast the hook's retries are ordinary failures, so the
+    task's ``retries`` apply. Each poke logs only the events that are new since the previous one.
+
+    :param job_id: the job to wait for (templated, typically an XCom of the task that created it).
+    :param conn_id: Airflow connection of the API (see FineTuneEventsHook).
+    :param api: ``"fine_tuning"`` (current API) or ``"fine_tunes"`` (legacy API).
+    :param deferrable: wait in the triggerer instead of a worker slot; the job is checked once first,
+        so a finished job never defers. Default: ``[operators] default_deferrable``.
+    :param log_events: log each new event (metrics as one compact line, errors at error level).
+    :param page_size: events per page when reading new events.
+
+    ``poke_interval``, ``timeout``, ``mode``, ``soft_fail`` and the rest go to BaseSensorOperator; the
+    trigger polls every ``poke_interval`` seconds until the wall-clock deadline ``timeout`` sets.
+    Returns (XCom ``return_value``): ``job_id``, ``status``, ``fine_tuned_model``, ``trained_tokens``,
+    ``finished_at``, ``event_count`` (all events of the job seen), ``last_event``.
+    """
+
+    template_fields: Sequence[str] = ("job_id",)
+    operator_extra_links = (FineTuneJobLink(),)
+    ui_color = "#d9f2e6"
+
+    def __init__(
+        self,
+        *,
+        job_id: str,
+        conn_id: str = "openai_default",
+        api: str = CURRENT,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        log_events: bool = True,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.job_id = job_id
+        self.conn_id = conn_id
+        self.api = check_api(api)
+        self.deferrable = deferrable
+        self.log_events = log_events
+        self.page_size = check_page_size(page_size)
+        self._progress: _Progress | None = None
+
+    @cached_property
+    def hook(self) -> FineTuneEventsHook:
+        from airflow_ftevents.hooks import FineTuneEventsHook
+
+        return FineTuneEventsHook(conn_id=self.conn_id, api=self.api)
+
+    def _close_hook(self) -> None:
+        hook = self.__dict__.pop("hook", None)
+        if hook is not None:
+            hook.close()
+
+    # -- execution ---------------------------------------------------------------------------------
+
+    def execute(self, context: Context) -> Any:
+        FineTuneJobLink.persist(context, self.job_id)
+        try:
+            if self.deferrable:
+                return self._check_then_defer(context)
+            if not self.reschedule:
+                return super().execute(context)
+            try:
+                result = super().execute(context)
+            except AirflowRescheduleException:
+                raise
+            except BaseException:
+                self._forget(context)
+                raise
+            self._forget(context)
+            return result
+        finally:
+            self._close_hook()
+
+    def poke(self, context: Context) -> PokeReturnValue:
+        """Read the job, then its new events (the read after a terminal status holds the last ones)."""
+        progress = self._load(context)
+        job = self.hook.get_job(self.job_id)
+        status = job_status(job)
+        new = 0
+        for event in self.hook.read_new_events(self.job_id, progress.tail, self.page_size):
+            new += 1
+            progress.add(event)
+            if self.log_events:
+                log_event(self.log, event)
+        warn = not is_terminal(status) and not is_known(status) and status not in progress.warned
+        if warn:
+            progress.warned.append(status)
+            self.log.warning(
+                "Job %s has status %r, unknown to this provider; still waiting", self.job_id, status
+            )
+        self._save(context, progress, changed=new > 0 or warn)
+        self.log.info(
+            "Job %s is %s: %d new events, %d in all", self.job_id, status, new, progress.tail.count
+        )
+        if not is_terminal(status):
+            return PokeReturnValue(is_done=False)
+        if status == SUCCEEDED:
+            return PokeReturnValue(
+                is_done=True,
+                xcom_value=job_summary(self.job_id, job, progress.tail.count, progress.last_event),
+            )
+        raise self._job_failed(failure_message(self.job_id, job, progress.error_events))
+
+    def _job_failed(self, message: str) -> Exception:
+        """A failed or cancelled job: no retry helps, so fail at once (or skip with soft_fail)."""
+        if self.soft_fail:
+            return AirflowSkipException(message)
+        return AirflowFailException(message)
+
+    def _check_then_defer(self, context: Context) -> Any:
+        deadline = wall_clock() + self.timeout
+        try:
+            result = self.poke(context)
+        except (AirflowSkipException, AirflowRescheduleException):
+            raise
+        except Exception as exc:
+            if self.never_fail:
+                raise AirflowSkipException("Skipping due to never_fail is set to True.") from exc
+            raise
+        if result.is_done:
+            self.log.info("Job %s already finished; not deferring", self.job_id)
+            return result.xcom_value
+        from airflow_ftevents.triggers import FineTuneJobTrigger
+
+        progress = self._progress or _Progress(self.job_id)
+        self._close_hook()  # the worker slot is given back; do not keep its sockets open
+        self.defer(
+            trigger=FineTuneJobTrigger(
+                job_id=self.job_id,
+                conn_id=self.conn_id,
+                api=self.api,
+                poll_interval=self.poke_interval,
+                end_time=deadline,
+                tail_state=progress.tail.to_dict(),
+                last_event=progress.last_event,
+                log_events=self.log_events,
+                page_size=self.page_size,
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=max(deadline - wall_clock(), 0.0) + DEFER_GRACE_SECONDS),
+        )
+
+    def execute_complete(self, context: Context, event: Any = None) -> Any:
+        """Turn the trigger's one event into the task's outcome; an unknown payload fails loudly."""
+        from airflow_ftevents.triggers import validate_trigger_event
+
+        event = validate_trigger_event(event)
+        status, message = event["status"], event["message"]
+        if status == "success":
+            if not isinstance(event.get("job"), dict):
+                raise ValueError(f"Trigger event 'success' without a job summary: {event!r}")
+            self.log.info("%s", message)
+            return event["job"]
+        if status in ("failed", "cancelled"):
+            raise self._job_failed(message)
+        if status == "timeout":
+            if self.soft_fail:
+                raise AirflowSkipException(message)
+            raise AirflowSensorTimeout(message)
+        # "error": an API or connection problem; an ordinary failure that retries may cure, and not an
+        # AirflowException, so soft_fail does not turn it into a skip.
+        raise FineTuneEventsError(message)
+
+    # -- where the progress lives between pokes ----------------------------------------------------
+
+    def _persists_externally(self) -> bool:
+        return self.reschedule and not self.deferrable
+
+    def _load(self, context: Context) -> _Progress:
+        if self._progress is not None and self._progress.job_id == self.job_id:
+            return self._progress
+        progress = _Progress(self.job_id)
+        if self._persists_externally():
+            store = _CursorStore(context)
+            progress = _Progress.from_dict(self.job_id, store.load())
+            if progress.tail.count:
+                self.log.info(
+                    "Resuming after %d events already logged (from %s)", progress.tail.count, store.where
+                )
+        self._progress = progress
+        return progress
+
+    def _save(self, context: Context, progress: _Progress, changed: bool) -> None:
+        self._progress = progress
+        if self._persists_externally() and changed:
+            _CursorStore(context).save(progress.to_dict())
+
+    def _forget(self, context: Context) -> None:
+        self._progress = None
+        try:
+            _CursorStore(context).delete()
+        except Exception as exc:  # cleanup must never hide the sensor's own outcome
+            self.log.warning("Could not delete the stored event cursor: %s", exc)

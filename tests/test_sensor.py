@@ -1,0 +1,724 @@
+"""FineTuneJobSensor: poke, defer and complete paths against the simulator, then end to end in Airflow.
+
+The unit tests call the sensor the way the task runner does (``execute``, ``poke``, ``resume_execution``)
+with a small stand-in context; the end-to-end tests run real DAGs with ``dag.test()`` in subprocesses, on
+every Airflow venv of the checkout (3.3 uses ``task_state_store``, 3.1 the Variable fallback).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import API_KEY, CONN_ID, connection_json
+
+from airflow_ftevents import sensors
+from airflow_ftevents.core.jobstate import format_event
+from airflow_ftevents.errors import FineTuneEventsError
+from airflow_ftevents.links import FineTuneJobLink
+from airflow_ftevents.sensors import FineTuneJobSensor
+from airflow_ftevents.simulator import JobSpec, Simulator
+
+try:
+    from airflow.sdk.exceptions import (
+        AirflowFailException,
+        AirflowRescheduleException,
+        AirflowSensorTimeout,
+        AirflowSkipException,
+        TaskDeferred,
+    )
+except ImportError:  # Airflow 3.1
+    from airflow.exceptions import (  # type: ignore[no-redef]
+        AirflowFailException,
+        AirflowRescheduleException,
+        AirflowSensorTimeout,
+        AirflowSkipException,
+        TaskDeferred,
+    )
+
+ROOT = Path(__file__).resolve().parent.parent
+LINK_KEY = FineTuneJobLink().xcom_key
+SUMMARY_KEYS = ("id", "created_at", "level", "type", "message", "data")
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+class FakeTI:
+    """The parts of a RuntimeTaskInstance the sensor and BaseSensorOperator touch."""
+
+    dag_id = "dag"
+    run_id = "run"
+    task_id = "wait"
+    map_index = -1
+
+    def __init__(self) -> None:
+        self.xcoms: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.xcoms[key] = value
+
+    def get_first_reschedule_date(self, context: Any) -> None:
+        return None
+
+
+class MemoryStore:
+    """Stand-in for Airflow 3.3's ``context["task_state_store"]``; values must be JSON."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, str] = {}
+        self.writes = 0
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return json.loads(self.data[key]) if key in self.data else default
+
+    def set(self, key: str, value: Any) -> None:
+        self.writes += 1
+        self.data[key] = json.dumps(value)
+
+    def delete(self, key: str) -> None:
+        self.data.pop(key, None)
+
+
+def context(store: MemoryStore | None = None, ti: FakeTI | None = None) -> dict[str, Any]:
+    ctx: dict[str, Any] = {"ti": ti or FakeTI()}
+    if store is not None:
+        ctx["task_state_store"] = store
+    return ctx
+
+
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def lines(self, level: int | None = None) -> list[str]:
+        return [r.getMessage() for r in self.records if level is None or r.levelno == level]
+
+
+def capture(op: Any) -> Records:
+    """Give an operator (or trigger) a plain logger whose records the test can read."""
+    logger = logging.getLogger(f"test.ftevents.{id(op)}")
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    handler = Records()
+    logger.handlers[:] = [handler]
+    op._log = logger
+    return handler
+
+
+def event_lines(records: Records, events: list[dict[str, Any]]) -> list[str]:
+    """The logged lines that are event lines, in order (other lines are status messages)."""
+    wanted = {format_event(e) for e in events}
+    return [line for line in records.lines() if line in wanted]
+
+
+def make(**kwargs: Any) -> FineTuneJobSensor:
+    kwargs.setdefault("task_id", "wait")
+    kwargs.setdefault("poke_interval", 0)
+    kwargs.setdefault("timeout", 60)
+    kwargs.setdefault("deferrable", False)
+    return FineTuneJobSensor(**kwargs)
+
+
+def compact(event: dict[str, Any]) -> dict[str, Any]:
+    return {k: event[k] for k in SUMMARY_KEYS if k in event}
+
+
+def expected_summary(sim: Any, job_id: str) -> dict[str, Any]:
+    job, events = sim.job(job_id), sim.events(job_id)
+    return {
+        "job_id": job_id,
+        "status": job["status"],
+        "fine_tuned_model": job["fine_tuned_model"],
+        "trained_tokens": job["trained_tokens"],
+        "finished_at": job["finished_at"],
+        "event_count": len(events),
+        "last_event": compact(events[-1]),
+    }
+
+
+def expected_failure(sim: Any, job_id: str) -> str:
+    job = sim.job(job_id)
+    error = job["error"]
+    detail = f"{error['message']} (code {error['code']}" + (f", param {error['param']})" if error["param"] else ")")
+    errors = [e["message"] for e in sim.events(job_id) if e["level"] == "error"]
+    return f"Fine-tuning job {job_id} failed; error: {detail}; error events: " + " | ".join(errors)
+
+
+def poke_until_done(sensor: FineTuneJobSensor, ctx: dict[str, Any], limit: int = 60) -> tuple[Any, int]:
+    for pokes in range(1, limit + 1):
+        result = sensor.poke(ctx)
+        if result.is_done:
+            return result.xcom_value, pokes
+        time.sleep(0.15)
+    raise AssertionError("the job never finished")
+
+
+# -- construction ----------------------------------------------------------------------------------
+
+
+def test_job_id_is_templated_and_arguments_are_checked() -> None:
+    sensor = make(job_id="{{ params.job }}-{{ ds_nodash }}")
+    assert FineTuneJobSensor.template_fields == ("job_id",)
+    sensor.render_template_fields({"params": {"job": "ftjob-abc"}, "ds_nodash": "20240101"})
+    assert sensor.job_id == "ftjob-abc-20240101"
+    assert [type(link) for link in FineTuneJobSensor.operator_extra_links] == [FineTuneJobLink]
+    with pytest.raises(ValueError, match="api must be 'fine_tuning'"):
+        make(job_id="j", api="fine-tuning")
+    with pytest.raises(ValueError, match="page_size must be a whole number >= 1, got 0"):
+        make(job_id="j", page_size=0)
+
+
+def test_import_is_warning_free_and_does_not_load_the_hook_or_trigger() -> None:
+    code = (
+        "import sys, airflow_ftevents.sensors; "
+        "print(sorted(m for m in ('airflow_ftevents.hooks', 'airflow_ftevents.triggers', "
+        "'airflow_ftevents.async_client', 'requests') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+# -- poke --------------------------------------------------------------------------------------------
+
+
+def test_poke_logs_each_new_event_once_and_reads_only_new_ones(sim, sim_conn) -> None:
+    job_id = sim.add_job(JobSpec(job_id="ftjob-live", n_events=30, duration=2.0))
+    sensor = make(job_id=job_id)
+    records = capture(sensor)
+    ctx = context()
+    summary, pokes = poke_until_done(sensor, ctx)
+
+    events = sim.events(job_id)
+    assert len(events) == 30
+    assert pokes >= 3
+    assert event_lines(records, events) == [format_event(e) for e in events]
+    assert records.lines()[0] == f"[info] Created fine-tuning job: {job_id}"
+    assert summary == expected_summary(sim, job_id)
+
+    # Steady state: a further poke reads the job and one page, nothing else, and logs no event.
+    before = len(sim.request_log)
+    assert sensor.poke(ctx).xcom_value == summary
+    assert sim.request_log[before:] == [
+        ("GET", f"/v1/fine_tuning/jobs/{job_id}", 200),
+        ("GET", f"/v1/fine_tuning/jobs/{job_id}/events?limit=100", 200),
+    ]
+    assert event_lines(records, events) == [format_event(e) for e in events]
+
+
+def test_execute_returns_the_exact_summary_and_persists_the_link(sim, sim_conn) -> None:
+    job_id = sim.add_job(JobSpec(job_id="ftjob-done", n_events=12, outcome="succeeded"))
+    ti = FakeTI()
+    result = make(job_id=job_id).execute(context(ti=ti))
+    job = sim.job(job_id)
+    last = sim.events(job_id)[-1]
+    assert result == {
+        "job_id": job_id,
+        "status": "succeeded",
+        "fine_tuned_model": job["fine_tuned_model"],
+        "trained_tokens": job["trained_tokens"],
+        "finished_at": job["finished_at"],
+        "event_count": 12,
+        "last_event": compact(last),
+    }
+    assert result["fine_tuned_model"].startswith("ft:gpt-4o-mini-2024-07-18:")
+    assert result["last_event"]["message"] == "The job has successfully completed"
+    assert ti.xcoms == {LINK_KEY: f"https://platform.openai.com/finetune/{job_id}"}
+
+
+def test_failed_job_fails_at_once_with_the_error_and_error_events(sim, sim_conn) -> None:
+    job_id = sim.add_job(JobSpec(job_id="ftjob-bad", n_events=10, outcome="failed"))
+    sensor = make(job_id=job_id, retries=3)
+    records = capture(sensor)
+    with pytest.raises(AirflowFailException) as info:
+        sensor.execute(context())
+    assert str(info.value) == expected_failure(sim, job_id)
+    assert str(info.value).endswith(" | The job has failed")
+    errors = [e for e in sim.events(job_id) if e["level"] == "error"]
+    assert len(errors) == 2
+    assert records.lines(logging.ERROR) == [format_event(e) for e in errors]
+
+
+def test_cancelled_job_fails_with_its_status(sim, sim_conn) -> None:
+    job_id = sim.add_job(JobSpec(job_id="ftjob-cancelled", n_events=10, outcome="cancelled"))
+    with pytest.raises(AirflowFailException) as info:
+        make(job_id=job_id).execute(context())
+    assert str(info.value) == f"Fine-tuning job {job_id} cancelled"
+
+
+@pytest.mark.parametrize("outcome", ["failed", "cancelled"])
+def test_soft_fail_skips_a_failed_or_cancelled_job(sim, sim_conn, outcome) -> None:
+    job_id = sim.add_job(JobSpec(job_id=f"ftjob-{outcome}", n_events=10, outcome=outcome))
+    with pytest.raises(AirflowSkipException) as info:
+        make(job_id=job_id, soft_fail=True).execute(context())
+    expected = expected_failure(sim, job_id) if outcome == "failed" else f"Fine-tuning job {job_id} cancelled"
+    assert str(info.value) == expected
+
+
+def test_unknown_status_keeps_waiting_and_warns_once(sim, sim_conn) -> None:
+    job_id = sim.add_job(JobSpec(job_id="ftjob-odd", n_events=10))
+    sim.inject("unknown_status", count=3, path=f"/fine_tuning/jobs/{job_id}", status="on_hold")
+    sensor = make(job_id=job_id)
+    records = capture(sensor)
+    ctx = context()
+    assert [sensor.poke(ctx).is_done for _ in range(4)] == [False, False, False, True]
+    assert records.lines(logging.WARNING) == [
+        f"Job {job_id} has status 'on_hold', unknown to this provider; still waiting"
+    ]
+    assert len(event_lines(records, sim.events(job_id))) == 10
+
+
+def test_unknown_job_is_an_ordinary_failure_even_with_soft_fail(sim, sim_conn) -> None:
+    with pytest.raises(FineTuneEventsError) as info:
+        make(job_id="ftjob-missing", soft_fail=True).execute(context())
+    assert info.value.status_code == 404
+    assert not isinstance(info.value, (AirflowFailException, AirflowSkipException))
+
+
+def test_api_errors_after_the_hook_retries_propagate(sim, sim_conn) -> None:
+    job_id = sim.add_job(JobSpec(job_id="ftjob-flaky", n_events=10))
+    sim.inject("503", count=4, path=f"/fine_tuning/jobs/{job_id}", retry_after=0)
+    with pytest.raises(FineTuneEventsError) as info:
+        make(job_id=job_id).execute(context())
+    assert info.value.status_code == 503
+    assert sim.request_log == [("GET", f"/v1/fine_tuning/jobs/{job_id}", 503)] * 4  # 1 try + 3 retries
+
+
+def test_legacy_api_polls_and_logs_each_event_once(sim, sim_conn) -> None:
+    job_id = sim.add_job(JobSpec(job_id="ft-legacy", n_events=20, duration=1.5))
+    sensor = make(job_id=job_id, api="fine_tunes")
+    records = capture(sensor)
+    summary, pokes = poke_until_done(sensor, context())
+    events = sim.legacy_events(job_id)
+    assert pokes >= 2
+    assert event_lines(records, events) == [format_event(e) for e in events]
+    job = sim.legacy_job(job_id)
+    assert summary == {
+        "job_id": job_id,
+        "status": "succeeded",
+        "fine_tuned_model": job["fine_tuned_model"],
+        "trained_tokens": None,
+        "finished_at": None,
+        "event_count": 20,
+        "last_event": {
+            "created_at": events[-1]["created_at"],
+            "level": "info",
+            "message": "The job has successfully completed",
+        },
+    }
+
+
+# -- reschedule mode: the cursor survives the restart of the task ---------------------------------
+
+
+def run_rescheduled(sim: Any, job_id: str, ctx_factory: Any, **kwargs: Any) -> tuple[Any, list[str], int]:
+    """Restart the sensor (a new instance, as a new task process) until it stops rescheduling."""
+    lines: list[str] = []
+    for restarts in range(1, 80):
+        sensor = make(job_id=job_id, mode="reschedule", **kwargs)
+        records = capture(sensor)
+        try:
+            result = sensor.execute(ctx_factory())
+        except AirflowRescheduleException:
+            lines += records.lines()
+            time.sleep(0.15)
+            continue
+        lines += records.lines()
+        return result, lines, restarts
+    raise AssertionError("the sensor never finished")
+
+
+def test_reschedule_mode_keeps_the_cursor_in_task_state_store(sim, sim_conn) -> None:
+    job_id = sim.add_job(JobSpec(job_id="ftjob-resched", n_events=30, duration=2.0))
+    store = MemoryStore()
+    result, lines, restarts = run_rescheduled(sim, job_id, lambda: context(store))
+    events = sim.events(job_id)
+    assert restarts >= 3
+    assert [line for line in lines if line in {format_event(e) for e in events}] == [
+        format_event(e) for e in events
+    ]
+    assert any(line.startswith("Resuming after ") for line in lines)
+    assert result == expected_summary(sim, job_id)
+    assert store.data == {}  # deleted when the sensor's try ended
+    assert 1 <= store.writes <= restarts
+
+
+def test_reschedule_mode_falls_back_to_a_variable_without_task_state_store(
+    sim, sim_conn, monkeypatch
+) -> None:
+    from airflow.sdk import Variable
+
+    variables: dict[str, str] = {}
+    seen_keys: set[str] = set()
+
+    def fake_get(key: str, default: Any = None, deserialize_json: bool = False) -> Any:
+        assert deserialize_json
+        return json.loads(variables[key]) if key in variables else default
+
+    def fake_set(key: str, value: Any, description: str | None = None, serialize_json: bool = False) -> None:
+        assert serialize_json
+        seen_keys.add(key)
+        variables[key] = json.dumps(value)
+
+    monkeypatch.setattr(Variable, "get", staticmethod(fake_get))
+    monkeypatch.setattr(Variable, "set", staticmethod(fake_set))
+    monkeypatch.setattr(Variable, "delete", staticmethod(lambda key: variables.pop(key, None)))
+
+    job_id = sim.add_job(JobSpec(job_id="ftjob-resched-var", n_events=20, duration=1.5))
+    result, lines, restarts = run_rescheduled(sim, job_id, context)
+    events = sim.events(job_id)
+    assert restarts >= 2
+    assert [line for line in lines if line in {format_event(e) for e in events}] == [
+        format_event(e) for e in events
+    ]
+    assert seen_keys == {"ftevents_cursor__dag__run__wait__-1"}
+    assert variables == {}
+    assert result["event_count"] == 20
+
+
+def test_reschedule_cursor_of_another_job_is_ignored_and_timeout_cleans_up(sim, sim_conn) -> None:
+    job_id = sim.add_job(JobSpec(job_id="ftjob-slow", n_events=10, duration=60))
+    store = MemoryStore()
+    store.set("ftevents_cursor", {"job_id": "ftjob-other", "tail": {"last_id": "x", "count": 99}})
+    sensor = make(job_id=job_id, mode="reschedule", timeout=0)
+    records = capture(sensor)
+    with pytest.raises(AirflowSensorTimeout):
+        sensor.execute(context(store))
+    assert event_lines(records, sim.events(job_id)) == [format_event(e) for e in sim.events(job_id)]
+    assert store.data == {}
+
+
+# -- deferrable: check once, then defer --------------------------------------------------------------
+
+
+def test_finished_job_never_defers(sim, sim_conn) -> None:
+    job_id = sim.add_job(JobSpec(job_id="ftjob-early", n_events=10))
+    assert make(job_id=job_id, deferrable=True).execute(context()) == expected_summary(sim, job_id)
+
+
+def test_failed_job_fails_before_deferring(sim, sim_conn) -> None:
+    job_id = sim.add_job(JobSpec(job_id="ftjob-early-bad", n_events=10, outcome="failed"))
+    with pytest.raises(AirflowFailException) as info:
+        make(job_id=job_id, deferrable=True).execute(context())
+    assert str(info.value) == expected_failure(sim, job_id)
+
+
+def test_running_job_defers_with_exact_trigger_kwargs(sim, sim_conn, monkeypatch) -> None:
+    from airflow_ftevents.triggers import FineTuneJobTrigger
+
+    monkeypatch.setattr(sensors, "wall_clock", lambda: 1_700_000_000.0)
+    job_id = sim.add_job(JobSpec(job_id="ftjob-running", n_events=30, duration=60))
+    ti = FakeTI()
+    sensor = make(job_id=job_id, deferrable=True, poke_interval=5, timeout=600, page_size=50)
+    records = capture(sensor)
+    with pytest.raises(TaskDeferred) as info:
+        sensor.execute(context(ti=ti))
+    first = sim.events(job_id)[:2]  # validating_files: the first two events are visible
+    deferred = info.value
+    assert deferred.method_name == "execute_complete"
+    assert deferred.timeout == timedelta(seconds=600 + sensors.DEFER_GRACE_SECONDS)
+    classpath, kwargs = deferred.trigger.serialize()
+    assert classpath == "airflow_ftevents.triggers.FineTuneJobTrigger"
+    assert kwargs == {
+        "job_id": job_id,
+        "conn_id": CONN_ID,
+        "api": "fine_tuning",
+        "poll_interval": 5.0,
+        "end_time": 1_700_000_600.0,
+        "tail_state": {"last_id": first[1]["id"], "last_created_at": first[1]["created_at"], "count": 2},
+        "last_event": compact(first[1]),
+        "log_events": True,
+        "page_size": 50,
+    }
+    text = json.dumps(kwargs)
+    assert API_KEY not in text
+    assert FineTuneJobTrigger(**json.loads(text)).serialize() == (classpath, kwargs)
+    assert event_lines(records, first) == [format_event(e) for e in first]
+    assert ti.xcoms == {LINK_KEY: f"https://platform.openai.com/finetune/{job_id}"}
+
+
+# -- execute_complete, entered the way the task runner does (resume_execution) ----------------------
+
+SUMMARY = {
+    "job_id": "ftjob-x",
+    "status": "succeeded",
+    "fine_tuned_model": "ft:m",
+    "trained_tokens": 10,
+    "finished_at": 1,
+    "event_count": 7,
+    "last_event": None,
+}
+
+
+def resume(event: Any, **kwargs: Any) -> Any:
+    sensor = make(job_id="ftjob-x", deferrable=True, **kwargs)
+    return sensor.resume_execution("execute_complete", {"event": event}, context())
+
+
+def chain(exc: BaseException | None) -> list[str]:
+    out = []
+    while exc is not None:
+        out.append(str(exc))
+        exc = exc.__cause__
+    return out
+
+
+def test_complete_success_returns_the_summary() -> None:
+    assert resume({"status": "success", "message": "ok", "job": SUMMARY}) == SUMMARY
+
+
+@pytest.mark.parametrize("status", ["failed", "cancelled"])
+def test_complete_failed_or_cancelled(status) -> None:
+    event = {"status": status, "message": f"Fine-tuning job ftjob-x {status}", "job": SUMMARY}
+    with pytest.raises(AirflowFailException) as info:
+        resume(event)
+    assert str(info.value) == f"Fine-tuning job ftjob-x {status}"
+    with pytest.raises(AirflowSkipException) as skipped:
+        resume(event, soft_fail=True)
+    assert f"Fine-tuning job ftjob-x {status}" in chain(skipped.value)
+
+
+def test_complete_timeout() -> None:
+    event = {"status": "timeout", "message": "did not finish before the deadline", "job": SUMMARY}
+    with pytest.raises(AirflowSensorTimeout) as info:
+        resume(event)
+    assert str(info.value) == "did not finish before the deadline"
+    with pytest.raises(AirflowSkipException) as skipped:
+        resume(event, soft_fail=True)
+    assert "did not finish before the deadline" in chain(skipped.value)
+
+
+@pytest.mark.parametrize("soft_fail", [False, True])
+def test_complete_error_is_an_ordinary_failure(soft_fail) -> None:
+    with pytest.raises(FineTuneEventsError) as info:
+        resume({"status": "error", "message": "HTTP 401 invalid key", "job": None}, soft_fail=soft_fail)
+    assert str(info.value) == "HTTP 401 invalid key"
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        None,
+        "success",
+        {"status": "done", "message": "m", "job": SUMMARY},
+        {"status": "success", "job": SUMMARY},
+        {"status": "success", "message": "m", "job": None},
+        {"status": "failed", "message": "m", "job": {"status": "failed"}},
+    ],
+)
+@pytest.mark.parametrize("soft_fail", [False, True])
+def test_complete_rejects_malformed_payloads_loudly(event, soft_fail) -> None:
+    with pytest.raises(ValueError, match="rigger event"):
+        resume(event, soft_fail=soft_fail)
+
+
+# -- end to end: real DAGs, dag.test(), a real metadata DB, in subprocesses --------------------------
+
+DAG_FILE = '''
+from __future__ import annotations
+
+import datetime
+import json
+import os
+
+import requests
+from airflow.sdk import DAG, task
+
+from airflow_ftevents.sensors import FineTuneJobSensor
+
+
+def make(dag_id: str, outcome: str, **sensor_kwargs) -> DAG:
+    with DAG(dag_id, schedule=None, start_date=datetime.datetime(2024, 1, 1), catchup=False) as dag:
+
+        @task
+        def start() -> str:
+            """Create the fine-tune (on the simulator) and hand its id to the sensor."""
+            conn = json.loads(os.environ["AIRFLOW_CONN_OPENAI_DEFAULT"])
+            resp = requests.post(
+                conn["host"] + "/fine_tuning/jobs",
+                headers={"Authorization": "Bearer " + conn["password"]},
+                json={
+                    "model": "gpt-4o-mini-2024-07-18",
+                    "training_file": "file-e2e",
+                    "metadata": {"sim_events": "30", "sim_seconds": "3", "sim_outcome": outcome},
+                },
+                timeout=10,
+            )
+            resp.raise_for_status()
+            return resp.json()["id"]
+
+        wait = FineTuneJobSensor(
+            task_id="wait", job_id="{{ ti.xcom_pull(task_ids='start') }}", poke_interval=1, timeout=120,
+            **sensor_kwargs,
+        )
+
+        @task
+        def after(summary: dict) -> str:
+            return summary["fine_tuned_model"]
+
+        start() >> wait
+        after(wait.output)
+    return dag
+
+
+deferred_ok = make("e2e_deferred_ok", "succeeded", deferrable=True)
+deferred_failed = make("e2e_deferred_failed", "failed", deferrable=True)
+rescheduled = make("e2e_rescheduled", "succeeded", mode="reschedule", deferrable=False)
+'''
+
+RUNNER = '''
+import importlib.util, json, os, sys
+
+out = sys.argv[1]
+path = os.path.join(os.environ["AIRFLOW__CORE__DAGS_FOLDER"], "e2e_dags.py")
+spec = importlib.util.spec_from_file_location("e2e_dags", path)
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+
+from airflow.models.variable import Variable as VariableModel
+from airflow.models.xcom import XComModel
+from airflow.utils.session import create_session
+from sqlalchemy import select, text
+import airflow
+
+results = {}
+for dag in (module.deferred_ok, module.deferred_failed, module.rescheduled):
+    print("=== BEGIN " + dag.dag_id, flush=True)
+    dr = dag.test()
+    print("=== END " + dag.dag_id, flush=True)
+    with create_session() as session:
+        tis = {ti.task_id: getattr(ti.state, "value", ti.state) for ti in dr.get_task_instances(session=session)}
+        rows = session.scalars(XComModel.get_many(run_id=dr.run_id, dag_ids=dag.dag_id)).all()
+        xcoms = {r.task_id + "." + r.key: XComModel.deserialize_value(r) for r in rows}
+        cursors = [k for k in session.scalars(select(VariableModel.key)) if k.startswith("ftevents_cursor")]
+        try:
+            cursors += [k for (k,) in session.execute(text("SELECT key FROM task_state_store"))]
+        except Exception:
+            session.rollback()
+    results[dag.dag_id] = {"dag_run": getattr(dr.state, "value", dr.state), "tis": tis, "xcoms": xcoms,
+                           "cursors": cursors, "airflow_version": airflow.__version__}
+with open(out, "w") as f:
+    json.dump(results, f)
+'''
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _pythons() -> dict[str, str]:
+    """Every Airflow venv of the checkout: this one, and the lowest supported one when present."""
+    found = {"current": sys.executable}
+    low = ROOT / ".venv-low" / "bin" / "python"
+    if low.exists() and Path(sys.executable).resolve() != low.resolve():
+        found["low"] = str(low)
+    return found
+
+
+@pytest.fixture(scope="module")
+def e2e(tmp_path_factory) -> dict[str, Any]:
+    """Run the three DAGs in each venv (in parallel), against one simulator in this process."""
+    with Simulator(api_key=API_KEY) as sim:
+        procs = {}
+        for label, python in _pythons().items():
+            home = tmp_path_factory.mktemp(f"airflow-{label}")
+            (home / "dags").mkdir()
+            (home / "dags" / "e2e_dags.py").write_text(textwrap.dedent(DAG_FILE))
+            (home / "runner.py").write_text(textwrap.dedent(RUNNER))
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "_AIRFLOW"))}
+            env.update(
+                AIRFLOW_HOME=str(home),
+                AIRFLOW__CORE__DAGS_FOLDER=str(home / "dags"),
+                AIRFLOW__CORE__LOAD_EXAMPLES="False",
+                AIRFLOW_CONN_OPENAI_DEFAULT=connection_json(sim.base_url),
+                PYTHONUNBUFFERED="1",
+            )
+            airflow = Path(python).with_name("airflow")
+            script = f'"{airflow}" db migrate >migrate.log 2>&1 && "{python}" runner.py results.json'
+            log = open(home / "run.log", "w")  # noqa: SIM115 - closed below
+            procs[label] = (home, log, subprocess.Popen(["sh", "-c", script], cwd=home, env=env,
+                                                         stdout=log, stderr=subprocess.STDOUT))
+        out: dict[str, Any] = {}
+        for label, (home, log, proc) in procs.items():
+            try:
+                code = proc.wait(timeout=300)
+            finally:
+                log.close()
+            run_log = ANSI.sub("", (home / "run.log").read_text())
+            assert code == 0, (home / "migrate.log").read_text()[-3000:] + run_log[-5000:]
+            results = json.loads((home / "results.json").read_text())
+            for dag_id, result in results.items():
+                begin, end = f"=== BEGIN {dag_id}", f"=== END {dag_id}"
+                result["log"] = run_log[run_log.index(begin) : run_log.index(end)]
+                job_id = result["xcoms"]["start.return_value"]
+                result["job"] = sim.job(job_id)
+                result["events"] = sim.events(job_id)
+                result["expected_summary"] = expected_summary(sim, job_id)
+                result["expected_failure"] = expected_failure(sim, job_id) if dag_id.endswith("failed") else None
+            out[label] = results
+        return out
+
+
+def logged_once(log: str, events: list[dict[str, Any]]) -> dict[str, int]:
+    """How often each event line appears in the task and trigger log lines (expected: once each)."""
+    lines = [ln for ln in log.splitlines() if "FineTuneJobSensor" in ln or "FineTuneJobTrigger" in ln]
+    return {format_event(e): sum(format_event(e) in ln for ln in lines) for e in events}
+
+
+E2E_LABELS = list(_pythons())
+
+
+@pytest.mark.airflow
+@pytest.mark.parametrize("label", E2E_LABELS)
+def test_e2e_deferrable_sensor_success(e2e, label) -> None:
+    result = e2e[label]["e2e_deferred_ok"]
+    job_id = result["xcoms"]["start.return_value"]
+    assert result["dag_run"] == "success"
+    assert result["tis"] == {"start": "success", "wait": "success", "after": "success"}
+    assert result["xcoms"]["wait.return_value"] == result["expected_summary"]
+    assert result["xcoms"]["wait.return_value"]["event_count"] == 30
+    assert result["xcoms"]["after.return_value"] == result["job"]["fine_tuned_model"]
+    assert result["xcoms"][f"wait.{LINK_KEY}"] == f"https://platform.openai.com/finetune/{job_id}"
+    assert "[DAG TEST] running trigger in line" in result["log"]  # it really deferred
+    assert set(logged_once(result["log"], result["events"]).values()) == {1}
+
+
+@pytest.mark.airflow
+@pytest.mark.parametrize("label", E2E_LABELS)
+def test_e2e_failed_job_fails_the_sensor_and_blocks_downstream(e2e, label) -> None:
+    result = e2e[label]["e2e_deferred_failed"]
+    assert result["dag_run"] == "failed"
+    assert result["tis"] == {"start": "success", "wait": "failed", "after": "upstream_failed"}
+    assert "wait.return_value" not in result["xcoms"]
+    assert f"AirflowFailException: {result['expected_failure']}" in result["log"]
+    assert set(logged_once(result["log"], result["events"]).values()) == {1}
+
+
+@pytest.mark.airflow
+@pytest.mark.parametrize("label", E2E_LABELS)
+def test_e2e_reschedule_mode_logs_each_event_once(e2e, label) -> None:
+    result = e2e[label]["e2e_rescheduled"]
+    assert result["dag_run"] == "success"
+    assert result["tis"] == {"start": "success", "wait": "success", "after": "success"}
+    assert result["xcoms"]["wait.return_value"] == result["expected_summary"]
+    assert set(logged_once(result["log"], result["events"]).values()) == {1}
+    resumed = re.findall(r"Resuming after \d+ events already logged \(from (task_state_store|Variable)", result["log"])
+    assert resumed, "the sensor was never rescheduled"
+    version = tuple(int(part) for part in result["airflow_version"].split(".")[:2])
+    assert set(resumed) == {"task_state_store" if version >= (3, 3) else "Variable"}
+    assert result["cursors"] == []
