@@ -121,6 +121,13 @@ class FineTuneEventsHook(BaseHook):
         if self._session is None:
             session = requests.Session()
             session.headers.update(self.config.headers())
+            # Proxies and CA bundle from the environment, resolved once for the API's host (NO_PROXY
+            # honoured): requests would re-read the whole environment and ~/.netrc on every request,
+            # over half of the client's CPU in a long export. netrc must not replace our auth anyway.
+            env = session.merge_environment_settings(self.config.base_url, {}, None, None, None)
+            session.trust_env = False
+            session.proxies.update(env["proxies"])
+            session.verify = env["verify"]
             self._session = session
         return self._session
 

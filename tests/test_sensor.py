@@ -116,7 +116,9 @@ def capture(op: Any) -> Records:
     logger.propagate = False
     handler = Records()
     logger.handlers[:] = [handler]
-    op._log = logger
+    for attribute in ("_log", "_cached_logger"):  # where LoggingMixin / DAG nodes cache their logger
+        object.__setattr__(op, attribute, logger)
+    assert op.log is logger
     return handler
 
 
@@ -529,7 +531,11 @@ def test_complete_rejects_malformed_payloads_loudly(event, soft_fail) -> None:
         resume(event, soft_fail=soft_fail)
 
 
-# -- end to end: real DAGs, dag.test(), a real metadata DB, in subprocesses --------------------------
+# -- end to end: real DAGs, dag.test(), a real metadata DB, in a subprocess ---------------------------
+#
+# One subprocess (so this process's Airflow configuration is untouched) creates a fresh sqlite DB,
+# then runs the DAGs one after the other with dag.test(). With FTEVENTS_E2E_TRIGGERER=1 it first runs
+# one DAG whose trigger runs in a real `airflow triggerer` process instead of in line.
 
 DAG_FILE = '''
 from __future__ import annotations
@@ -538,10 +544,16 @@ import datetime
 import json
 import os
 
+import airflow
 import requests
 from airflow.sdk import DAG, task
 
 from airflow_ftevents.sensors import FineTuneJobSensor
+
+# Airflow 3.1's dag.test() spends seconds per task start, so its jobs must last longer for the sensor to
+# find them still running (and to be rescheduled a few times).
+_VERSION = tuple(int(p) for p in airflow.__version__.split(".")[:2])
+JOB_SECONDS = "3" if _VERSION >= (3, 3) else "12"
 
 
 def make(dag_id: str, outcome: str, **sensor_kwargs) -> DAG:
@@ -557,7 +569,7 @@ def make(dag_id: str, outcome: str, **sensor_kwargs) -> DAG:
                 json={
                     "model": "gpt-4o-mini-2024-07-18",
                     "training_file": "file-e2e",
-                    "metadata": {"sim_events": "30", "sim_seconds": "3", "sim_outcome": outcome},
+                    "metadata": {"sim_events": "30", "sim_seconds": JOB_SECONDS, "sim_outcome": outcome},
                 },
                 timeout=10,
             )
@@ -578,115 +590,147 @@ def make(dag_id: str, outcome: str, **sensor_kwargs) -> DAG:
     return dag
 
 
+external_triggerer = make("e2e_triggerer", "succeeded", deferrable=True)
 deferred_ok = make("e2e_deferred_ok", "succeeded", deferrable=True)
 deferred_failed = make("e2e_deferred_failed", "failed", deferrable=True)
 rescheduled = make("e2e_rescheduled", "succeeded", mode="reschedule", deferrable=False)
 '''
 
 RUNNER = '''
-import importlib.util, json, os, sys
+import json, os, signal, subprocess, sys
+from pathlib import Path
 
-out = sys.argv[1]
-path = os.path.join(os.environ["AIRFLOW__CORE__DAGS_FOLDER"], "e2e_dags.py")
-spec = importlib.util.spec_from_file_location("e2e_dags", path)
-module = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(module)
-
+import airflow
+import airflow.sdk.definitions.dag as dag_module
 from airflow.models.variable import Variable as VariableModel
 from airflow.models.xcom import XComModel
+from airflow.utils import db
+from airflow.utils.cli import get_bagged_dag
 from airflow.utils.session import create_session
 from sqlalchemy import select, text
-import airflow
+
+db.initdb()  # a fresh sqlite DB, created in this process so that Airflow is imported once
+external = os.environ.get("FTEVENTS_E2E_TRIGGERER") == "1"
+triggerer = None
+if external:
+    triggerer = subprocess.Popen(
+        [str(Path(sys.executable).with_name("airflow")), "triggerer"],
+        stdout=open("triggerer.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+
+
+def stop_triggerer():
+    global triggerer
+    if triggerer is not None:
+        os.killpg(triggerer.pid, signal.SIGKILL)
+        triggerer.wait()
+        triggerer = None
+
+
+def on_alarm(signum, frame):
+    stop_triggerer()
+    print("=== TIMEOUT", flush=True)
+    os._exit(3)
+
+
+signal.signal(signal.SIGALRM, on_alarm)
+signal.alarm(240)
+inline = dag_module._run_task
+
+
+def without_inline_trigger(*, ti, task, run_triggerer=False):
+    return inline(ti=ti, task=task, run_triggerer=False)
+
+
+def trigger_log_events(dag_id):
+    events = []
+    for path in sorted(Path(os.environ["AIRFLOW_HOME"], "logs", "dag_id=" + dag_id).rglob("*trigger*")):
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            if record.get("logger") == "airflow_ftevents.triggers.FineTuneJobTrigger":
+                events.append(record["event"])
+    return events
+
 
 results = {}
-for dag in (module.deferred_ok, module.deferred_failed, module.rescheduled):
-    print("=== BEGIN " + dag.dag_id, flush=True)
-    dr = dag.test()
-    print("=== END " + dag.dag_id, flush=True)
+order = (["e2e_triggerer"] if external else []) + ["e2e_deferred_ok", "e2e_deferred_failed", "e2e_rescheduled"]
+for dag_id in order:
+    dag = get_bagged_dag(bundle_names=None, dag_id=dag_id)  # parsed and serialized, as `dags test` does
+    print("=== BEGIN " + dag_id, flush=True)
+    if dag_id == "e2e_triggerer":
+        dag_module._run_task = without_inline_trigger  # the deferred task waits for the real triggerer
+    try:
+        dr = dag.test()
+    finally:
+        dag_module._run_task = inline
+        if dag_id == "e2e_triggerer":
+            stop_triggerer()
+    print("=== END " + dag_id, flush=True)
     with create_session() as session:
         tis = {ti.task_id: getattr(ti.state, "value", ti.state) for ti in dr.get_task_instances(session=session)}
-        rows = session.scalars(XComModel.get_many(run_id=dr.run_id, dag_ids=dag.dag_id)).all()
+        rows = session.scalars(XComModel.get_many(run_id=dr.run_id, dag_ids=dag_id)).all()
         xcoms = {r.task_id + "." + r.key: XComModel.deserialize_value(r) for r in rows}
         cursors = [k for k in session.scalars(select(VariableModel.key)) if k.startswith("ftevents_cursor")]
         try:
             cursors += [k for (k,) in session.execute(text("SELECT key FROM task_state_store"))]
         except Exception:
             session.rollback()
-    results[dag.dag_id] = {"dag_run": getattr(dr.state, "value", dr.state), "tis": tis, "xcoms": xcoms,
-                           "cursors": cursors, "airflow_version": airflow.__version__}
-with open(out, "w") as f:
+    results[dag_id] = {"dag_run": getattr(dr.state, "value", dr.state), "tis": tis, "xcoms": xcoms,
+                       "cursors": cursors, "airflow_version": airflow.__version__,
+                       "trigger_log": trigger_log_events(dag_id)}
+with open(sys.argv[1], "w") as f:
     json.dump(results, f)
 '''
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def _pythons() -> dict[str, str]:
-    """Every Airflow venv of the checkout: this one, and the lowest supported one when present."""
-    found = {"current": sys.executable}
-    low = ROOT / ".venv-low" / "bin" / "python"
-    if low.exists() and Path(sys.executable).resolve() != low.resolve():
-        found["low"] = str(low)
-    return found
+WITH_TRIGGERER = os.environ.get("FTEVENTS_E2E_TRIGGERER") == "1"
 
 
 @pytest.fixture(scope="module")
 def e2e(tmp_path_factory) -> dict[str, Any]:
-    """Run the three DAGs in each venv (in parallel), against one simulator in this process."""
+    """Run the DAGs in one Airflow subprocess against a simulator in this process; collect the outcome."""
+    home = tmp_path_factory.mktemp("airflow-e2e")
+    (home / "dags").mkdir()
+    (home / "dags" / "e2e_dags.py").write_text(textwrap.dedent(DAG_FILE))
+    (home / "runner.py").write_text(textwrap.dedent(RUNNER))
     with Simulator(api_key=API_KEY) as sim:
-        procs = {}
-        for label, python in _pythons().items():
-            home = tmp_path_factory.mktemp(f"airflow-{label}")
-            (home / "dags").mkdir()
-            (home / "dags" / "e2e_dags.py").write_text(textwrap.dedent(DAG_FILE))
-            (home / "runner.py").write_text(textwrap.dedent(RUNNER))
-            env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "_AIRFLOW"))}
-            env.update(
-                AIRFLOW_HOME=str(home),
-                AIRFLOW__CORE__DAGS_FOLDER=str(home / "dags"),
-                AIRFLOW__CORE__LOAD_EXAMPLES="False",
-                AIRFLOW_CONN_OPENAI_DEFAULT=connection_json(sim.base_url),
-                PYTHONUNBUFFERED="1",
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "_AIRFLOW"))}
+        env.update(
+            AIRFLOW_HOME=str(home),
+            AIRFLOW__CORE__DAGS_FOLDER=str(home / "dags"),
+            AIRFLOW__CORE__LOAD_EXAMPLES="False",
+            AIRFLOW_CONN_OPENAI_DEFAULT=connection_json(sim.base_url),
+            FTEVENTS_E2E_TRIGGERER="1" if WITH_TRIGGERER else "0",
+            PYTHONUNBUFFERED="1",
+        )
+        with open(home / "run.log", "w") as log:
+            proc = subprocess.run(
+                [sys.executable, "runner.py", "results.json"],
+                cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=300,
             )
-            airflow = Path(python).with_name("airflow")
-            script = f'"{airflow}" db migrate >migrate.log 2>&1 && "{python}" runner.py results.json'
-            log = open(home / "run.log", "w")  # noqa: SIM115 - closed below
-            procs[label] = (home, log, subprocess.Popen(["sh", "-c", script], cwd=home, env=env,
-                                                         stdout=log, stderr=subprocess.STDOUT))
-        out: dict[str, Any] = {}
-        for label, (home, log, proc) in procs.items():
-            try:
-                code = proc.wait(timeout=300)
-            finally:
-                log.close()
-            run_log = ANSI.sub("", (home / "run.log").read_text())
-            assert code == 0, (home / "migrate.log").read_text()[-3000:] + run_log[-5000:]
-            results = json.loads((home / "results.json").read_text())
-            for dag_id, result in results.items():
-                begin, end = f"=== BEGIN {dag_id}", f"=== END {dag_id}"
-                result["log"] = run_log[run_log.index(begin) : run_log.index(end)]
-                job_id = result["xcoms"]["start.return_value"]
-                result["job"] = sim.job(job_id)
-                result["events"] = sim.events(job_id)
-                result["expected_summary"] = expected_summary(sim, job_id)
-                result["expected_failure"] = expected_failure(sim, job_id) if dag_id.endswith("failed") else None
-            out[label] = results
-        return out
+        run_log = ANSI.sub("", (home / "run.log").read_text())
+        assert proc.returncode == 0, run_log[-8000:]
+        results = json.loads((home / "results.json").read_text())
+        for dag_id, result in results.items():
+            result["log"] = run_log[run_log.index(f"=== BEGIN {dag_id}") : run_log.index(f"=== END {dag_id}")]
+            job_id = result["xcoms"]["start.return_value"]
+            result["job"] = sim.job(job_id)
+            result["events"] = sim.events(job_id)
+            result["expected_summary"] = expected_summary(sim, job_id)
+            result["expected_failure"] = expected_failure(sim, job_id) if dag_id.endswith("failed") else None
+        return results
 
 
-def logged_once(log: str, events: list[dict[str, Any]]) -> dict[str, int]:
-    """How often each event line appears in the task and trigger log lines (expected: once each)."""
-    lines = [ln for ln in log.splitlines() if "FineTuneJobSensor" in ln or "FineTuneJobTrigger" in ln]
-    return {format_event(e): sum(format_event(e) in ln for ln in lines) for e in events}
-
-
-E2E_LABELS = list(_pythons())
+def logged_counts(result: dict[str, Any]) -> dict[str, int]:
+    """How often each event of the job was logged by the sensor or its trigger (expected: once each)."""
+    lines = [ln for ln in result["log"].splitlines() if "FineTuneJobSensor" in ln or "FineTuneJobTrigger" in ln]
+    lines += result["trigger_log"]  # what the real triggerer wrote to the task's trigger log file
+    return {format_event(e): sum(format_event(e) in ln for ln in lines) for e in result["events"]}
 
 
 @pytest.mark.airflow
-@pytest.mark.parametrize("label", E2E_LABELS)
-def test_e2e_deferrable_sensor_success(e2e, label) -> None:
-    result = e2e[label]["e2e_deferred_ok"]
+def test_e2e_deferrable_sensor_success(e2e) -> None:
+    result = e2e["e2e_deferred_ok"]
     job_id = result["xcoms"]["start.return_value"]
     assert result["dag_run"] == "success"
     assert result["tis"] == {"start": "success", "wait": "success", "after": "success"}
@@ -695,30 +739,40 @@ def test_e2e_deferrable_sensor_success(e2e, label) -> None:
     assert result["xcoms"]["after.return_value"] == result["job"]["fine_tuned_model"]
     assert result["xcoms"][f"wait.{LINK_KEY}"] == f"https://platform.openai.com/finetune/{job_id}"
     assert "[DAG TEST] running trigger in line" in result["log"]  # it really deferred
-    assert set(logged_once(result["log"], result["events"]).values()) == {1}
+    assert set(logged_counts(result).values()) == {1}
 
 
 @pytest.mark.airflow
-@pytest.mark.parametrize("label", E2E_LABELS)
-def test_e2e_failed_job_fails_the_sensor_and_blocks_downstream(e2e, label) -> None:
-    result = e2e[label]["e2e_deferred_failed"]
+def test_e2e_failed_job_fails_the_sensor_and_blocks_downstream(e2e) -> None:
+    result = e2e["e2e_deferred_failed"]
     assert result["dag_run"] == "failed"
     assert result["tis"] == {"start": "success", "wait": "failed", "after": "upstream_failed"}
     assert "wait.return_value" not in result["xcoms"]
     assert f"AirflowFailException: {result['expected_failure']}" in result["log"]
-    assert set(logged_once(result["log"], result["events"]).values()) == {1}
+    assert set(logged_counts(result).values()) == {1}
 
 
 @pytest.mark.airflow
-@pytest.mark.parametrize("label", E2E_LABELS)
-def test_e2e_reschedule_mode_logs_each_event_once(e2e, label) -> None:
-    result = e2e[label]["e2e_rescheduled"]
+def test_e2e_reschedule_mode_logs_each_event_once(e2e) -> None:
+    result = e2e["e2e_rescheduled"]
     assert result["dag_run"] == "success"
     assert result["tis"] == {"start": "success", "wait": "success", "after": "success"}
     assert result["xcoms"]["wait.return_value"] == result["expected_summary"]
-    assert set(logged_once(result["log"], result["events"]).values()) == {1}
+    assert set(logged_counts(result).values()) == {1}
     resumed = re.findall(r"Resuming after \d+ events already logged \(from (task_state_store|Variable)", result["log"])
     assert resumed, "the sensor was never rescheduled"
     version = tuple(int(part) for part in result["airflow_version"].split(".")[:2])
     assert set(resumed) == {"task_state_store" if version >= (3, 3) else "Variable"}
-    assert result["cursors"] == []
+    assert result["cursors"] == []  # the stored cursor is deleted when the sensor finishes
+
+
+@pytest.mark.airflow
+@pytest.mark.skipif(not WITH_TRIGGERER, reason="set FTEVENTS_E2E_TRIGGERER=1 (adds about 30 s)")
+def test_e2e_trigger_runs_in_a_real_triggerer_process(e2e) -> None:
+    result = e2e["e2e_triggerer"]
+    assert result["dag_run"] == "success"
+    assert result["tis"] == {"start": "success", "wait": "success", "after": "success"}
+    assert result["xcoms"]["wait.return_value"] == result["expected_summary"]
+    assert "[DAG TEST] running trigger in line" not in result["log"]
+    assert result["trigger_log"], "the triggerer logged none of the job's events"
+    assert set(logged_counts(result).values()) == {1}

@@ -921,7 +921,6 @@ def _sim_threads() -> list[threading.Thread]:
 
 
 def test_stop_ends_streams_and_threads_promptly() -> None:
-    assert _sim_threads() == [] or all(t.is_alive() for t in _sim_threads())
     before = set(_sim_threads())
     sim = Simulator(api_key=SIM_KEY).start()
     sim.add_job(JobSpec(job_id="ftjob-long", n_events=100, duration=60.0))

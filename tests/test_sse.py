@@ -360,6 +360,14 @@ def test_many_events_in_one_chunk_keep_order_ids_and_types() -> None:
     assert decode(*[stream[i : i + 7] for i in range(0, len(stream), 7)]) == expected
 
 
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 15, 16, 17, 40, 500])
+def test_runs_of_plain_events_of_any_length_in_one_chunk(n: int) -> None:
+    stream = b"id: x\n" + b"".join(b"data: %d\n\n" % i for i in range(n))
+    expected = [E(str(i), id="x") for i in range(n)]
+    assert decode(stream) == expected
+    assert decode(b"data: first\n\n" + stream) == [E("first"), *expected]
+
+
 def test_long_line_over_many_chunks() -> None:
     payload = ("x" * 999 + "é") * 1000
     stream = f"data: {payload}\n\n".encode()
@@ -416,7 +424,7 @@ ANY_LINE = st.one_of(
 @st.composite
 def any_stream(draw: st.DrawFn) -> bytes:
     """Arbitrary streams: any lines, any line ends, maybe a BOM, maybe an unterminated tail."""
-    lines = draw(st.lists(st.tuples(ANY_LINE, TERMINATORS), max_size=25))
+    lines = draw(st.lists(st.tuples(ANY_LINE, TERMINATORS), max_size=40))
     head = draw(st.sampled_from([b"", b"", BOM, BOM[:2]]))
     tail = draw(st.sampled_from([b"", b"", b"data: tail", b"id: tail", b"\r"]))
     return head + b"".join(line + end for line, end in lines) + tail

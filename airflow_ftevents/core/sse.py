@@ -34,8 +34,10 @@ __all__ = ["SSEDecoder", "ServerSentEvent"]
 
 _BOM = b"\xef\xbb\xbf"
 _MESSAGE = "message"
-# Below this many plain events in one chunk, building them one by one is cheaper than the batch.
+# Below this many plain events, building them one by one is cheaper than the batch; chunks of fewer
+# lines than _BATCH_LINES (a live stream, an event or two per read) do not batch at all.
 _BATCH_MIN = 8
+_BATCH_LINES = 4 * _BATCH_MIN
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,16 +67,6 @@ _set_data = _slots["data"].__set__
 _set_event = _slots["event"].__set__
 _set_id = _slots["id"].__set__
 _set_retry = _slots["retry"].__set__
-
-
-def _event(data: str, event: str, id: str | None, retry: int | None) -> ServerSentEvent:
-    """Build one event without the frozen ``__init__``."""
-    sse = _new(ServerSentEvent)
-    _set_data(sse, data)
-    _set_event(sse, event)
-    _set_id(sse, id)
-    _set_retry(sse, retry)
-    return sse
 
 
 def _plain_events(datas: list[str], id: str | None, out: list[ServerSentEvent]) -> None:
@@ -207,12 +199,13 @@ class SSEDecoder:
     def _lines(self, lines: list[bytes]) -> list[ServerSentEvent]:
         """Interpret complete lines; the hot loop, so state lives in locals and plain events batch."""
         events: list[ServerSentEvent] = []
-        plain: list[str] = []  # data of plain events not yet built (they share the current id)
+        plain: list[str] = []  # data of plain events not built yet: "message", no retry, current id
         add_plain = plain.append
         data = self._data
         event = self._event
         block_retry = self._block_retry
         last_id = self._id
+        batch = len(lines) >= _BATCH_LINES
         for line in lines:
             if not line:  # dispatch
                 if data:
@@ -221,14 +214,19 @@ class SSEDecoder:
                         text = raw.decode()
                     except UnicodeDecodeError:
                         text = raw.decode("utf-8", "replace")
-                    if event is _MESSAGE and block_retry is None:
+                    if batch and event is _MESSAGE and block_retry is None:
                         add_plain(text)
                     else:
                         if plain:
                             _plain_events(plain, last_id, events)
                             plain = []
                             add_plain = plain.append
-                        events.append(_event(text, event, last_id, block_retry))
+                        sse = _new(ServerSentEvent)
+                        _set_data(sse, text)
+                        _set_event(sse, event)
+                        _set_id(sse, last_id)
+                        _set_retry(sse, block_retry)
+                        events.append(sse)
                     data = []
                 event = _MESSAGE
                 block_retry = None
