@@ -66,7 +66,9 @@ def start_simulator(env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
             if word.startswith("http://"):
                 return proc, word.rstrip("/")
     proc.kill()
-    raise SystemExit("[demo] the simulator did not start; run `python -m airflow_ftevents.simulator` to see why")
+    raise SystemExit(
+        "[demo] the simulator did not start; run `python -m airflow_ftevents.simulator` to see why"
+    )
 
 
 def summarize(export_file: Path, base_url: str) -> None:
@@ -74,11 +76,15 @@ def summarize(export_file: Path, base_url: str) -> None:
 
     lines = export_file.read_bytes().splitlines()
     events = [json.loads(line) for line in lines]
-    losses = [e["data"]["train_loss"] for e in events
-              if e.get("type") == "metrics" and isinstance(e.get("data"), dict) and "train_loss" in e["data"]]
+    losses = [
+        e["data"]["train_loss"]
+        for e in events
+        if e.get("type") == "metrics" and isinstance(e.get("data"), dict) and "train_loss" in e["data"]
+    ]
     job_id = export_file.stem
-    job = requests.get(f"{base_url}/fine_tuning/jobs/{job_id}",
-                       headers={"Authorization": f"Bearer {DEMO_KEY}"}, timeout=10).json()
+    job = requests.get(
+        f"{base_url}/fine_tuning/jobs/{job_id}", headers={"Authorization": f"Bearer {DEMO_KEY}"}, timeout=10
+    ).json()
     print()
     print("=" * 72)
     print(f"Exported events : {export_file}")

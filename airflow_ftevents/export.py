@@ -7,9 +7,9 @@ decides what lands in storage is tested without Airflow machinery.
 How an object is published whole or not at all depends on the store (see :func:`atomic_writer`):
 
 - local disk: a hidden temporary file next to the target, fsynced, then ``os.replace`` (an atomic rename);
-- S3, GCS (and fsspec's memory store): the upload is staged and becomes visible in one step when it is
-  committed (S3 ``PutObject``/``CompleteMultipartUpload``); a failure aborts the staged upload. There
-  is no rename on these stores, and none is needed: no temporary object ever exists;
+- S3 and GCS: the upload is staged and becomes visible in one step when it is committed (S3
+  ``PutObject``/``CompleteMultipartUpload``, the last chunk of a GCS resumable upload); a failure
+  aborts the staged upload. These stores have no rename, and none is needed: no temporary object exists;
 - any other fsspec store: a hidden temporary object next to the target, moved into place, and removed
   in every case.
 """
@@ -34,8 +34,9 @@ from typing import IO, Any
 from urllib.parse import urlsplit
 
 LOCAL_PROTOCOLS = frozenset({"file", "local"})
-# Stores whose writers stage the upload until commit() and drop it on discard().
-STAGED_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs", "memory"})
+# Stores whose writers (s3fs, gcsfs) stage the upload until commit() and drop it on discard(). Not every
+# fsspec store honours autocommit=False (the memory store publishes on open), hence a list, not a guess.
+STAGED_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs"})
 STAGED_BLOCK_SIZE = 8 * 1024 * 1024  # part size of staged uploads (S3 needs >= 5 MiB); bounds memory
 PROGRESS_EVERY = 10.0  # seconds between progress lines in the task log
 
@@ -127,7 +128,9 @@ def split_destination(url: str) -> tuple[str, str | None, str, bool]:
     """
     text = str(url).strip()
     if not text:
-        raise ValueError("destination is empty; give a URL such as file:///data/exports/ or s3://conn@bucket/key")
+        raise ValueError(
+            "destination is empty; give a URL such as file:///data/exports/ or s3://conn@bucket/key"
+        )
     folder = text.endswith("/")
     if text.startswith("/"):
         return "file", None, "file://" + text, folder
@@ -149,9 +152,7 @@ def split_destination(url: str) -> tuple[str, str | None, str, bool]:
     return protocol, (conn_id or None) if at else None, bare, folder
 
 
-def resolve_destination(
-    url: str, job_id: str, get_fs: Callable[[str, str | None], Any]
-) -> Destination:
+def resolve_destination(url: str, job_id: str, get_fs: Callable[[str, str | None], Any]) -> Destination:
     """The object to write for a destination string; a folder gets ``<job_id>.jsonl`` inside it.
 
     ``get_fs(protocol, conn_id)`` returns the fsspec filesystem (in Airflow, the connection's).
@@ -162,9 +163,7 @@ def resolve_destination(
     return at_path(fs, path, protocol, conn_id, folder, job_id)
 
 
-def at_path(
-    fs: Any, path: str, protocol: str, conn_id: str | None, folder: bool, job_id: str
-) -> Destination:
+def at_path(fs: Any, path: str, protocol: str, conn_id: str | None, folder: bool, job_id: str) -> Destination:
     """A destination from a filesystem and a path in its terms (used for ``ObjectStoragePath`` too)."""
     protocol = protocol or "file"
     if protocol in LOCAL_PROTOCOLS:
@@ -242,10 +241,7 @@ def _fsync_dir(directory: str) -> None:
 
 @contextlib.contextmanager
 def _staged_writer(dest: Destination) -> Iterator[IO[bytes]]:
-    kwargs: dict[str, Any] = {"autocommit": False}
-    if dest.protocol != "memory":
-        kwargs["block_size"] = STAGED_BLOCK_SIZE
-    handle = dest.fs.open(dest.path, "wb", **kwargs)
+    handle = dest.fs.open(dest.path, "wb", autocommit=False, block_size=STAGED_BLOCK_SIZE)
     try:
         yield handle
         handle.close()  # uploads the last part; nothing is visible yet
@@ -402,9 +398,7 @@ class MetricsCollector:
         writer.writerow(columns)
         pending = 1
         for created_at, data in self._iter_rows():
-            writer.writerow(
-                [_cell(created_at) if c == "created_at" else _cell(data.get(c)) for c in columns]
-            )
+            writer.writerow([_cell(created_at) if c == "created_at" else _cell(data.get(c)) for c in columns])
             pending += 1
             if pending >= rows_per_chunk:
                 yield buffer.getvalue().encode("utf-8")
@@ -469,7 +463,12 @@ def loss_plot_png(series: Mapping[str, tuple[list[float], list[float]]], title: 
     styles = {
         "train_loss": {"label": "training loss", "linewidth": 1.0, "alpha": 0.8},
         "valid_loss": {"label": "validation loss", "linewidth": 1.5, "marker": ".", "markersize": 3},
-        "full_valid_loss": {"label": "full validation loss", "linestyle": "none", "marker": "*", "markersize": 12},
+        "full_valid_loss": {
+            "label": "full validation loss",
+            "linestyle": "none",
+            "marker": "*",
+            "markersize": 12,
+        },
     }
     for name, (steps, values) in series.items():
         axes.plot(steps, values, **styles[name])
@@ -508,7 +507,8 @@ def export_events(
     stats = ExportStats()
     metrics = MetricsCollector() if (metrics_csv or loss_plot) else None
     extra: dict[str, str] = {}
-    started = last_log = time.monotonic()
+    started = time.monotonic()
+    last_log: float | None = None  # the hook reports the reading; these lines report the writing
     try:
         with atomic_writer(dest) as handle:
             for block in blocks:
@@ -517,7 +517,9 @@ def export_events(
                 if metrics is not None:
                     metrics.feed(block)
                 now = time.monotonic()
-                if now - last_log >= PROGRESS_EVERY:
+                if last_log is None:
+                    last_log = now
+                elif now - last_log >= PROGRESS_EVERY:
                     last_log = now
                     log.info("Wrote %d events (%d bytes) of job %s so far", stats.count, stats.bytes, job_id)
             if metrics is not None and metrics_csv:

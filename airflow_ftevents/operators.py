@@ -187,32 +187,35 @@ class FineTuneEventsExportOperator(BaseOperator):
 
         hook = self._hook()
         reported: set[str] = set()
-        while True:
-            try:
-                status = job_status(hook.get_job(self.job_id))
-            except FineTuneEventsError as exc:
-                if not exc.retryable:
-                    raise
-                self.log.warning("Checking job %s failed, will check again: %s", self.job_id, exc)
-                status = None
-            if status is not None:
-                if is_terminal(status):
-                    self.log.info("Job %s is %s", self.job_id, status)
-                    return
-                if status not in reported:
-                    reported.add(status)
-                    self.log.info("Job %s is %s; waiting for it to finish", self.job_id, status)
-                    if not is_known(status):
-                        self.log.warning("Status %r is unknown to this provider; still waiting", status)
-                if self.deferrable:
-                    self._defer(hook, deadline)
-            remaining = deadline - time.time()
-            if remaining <= 0:
-                raise AirflowException(
-                    f"Fine-tuning job {self.job_id} did not finish within timeout={self.timeout:g} s "
-                    f"(last status {status!r}); nothing was exported"
-                )
-            time.sleep(min(self.poll_interval, remaining))
+        try:
+            while True:
+                try:
+                    status = job_status(hook.get_job(self.job_id))
+                except FineTuneEventsError as exc:
+                    if not exc.retryable:
+                        raise
+                    self.log.warning("Checking job %s failed, will check again: %s", self.job_id, exc)
+                    status = None
+                if status is not None:
+                    if is_terminal(status):
+                        self.log.info("Job %s is %s", self.job_id, status)
+                        return
+                    if status not in reported:
+                        reported.add(status)
+                        self.log.info("Job %s is %s; waiting for it to finish", self.job_id, status)
+                        if not is_known(status):
+                            self.log.warning("Status %r is unknown to this provider; still waiting", status)
+                    if self.deferrable:
+                        self._defer(hook, deadline)
+                remaining = deadline - time.time()
+                if remaining <= 0:
+                    raise AirflowException(
+                        f"Fine-tuning job {self.job_id} did not finish within timeout={self.timeout:g} s "
+                        f"(last status {status!r}); nothing was exported"
+                    )
+                time.sleep(min(self.poll_interval, remaining))
+        finally:
+            hook.close()
 
     def _defer(self, hook: FineTuneEventsHook, deadline: float) -> None:
         """Hand the wait to FineTuneJobTrigger, starting its event log at the newest event already there.

@@ -118,7 +118,9 @@ def peak_rss_kib() -> int:
 def _report(start: float, cpu_start: float, count: int) -> None:
     seconds = time.perf_counter() - start
     cpu = time.process_time() - cpu_start
-    print(json.dumps({"seconds": seconds, "cpu": cpu, "events": count, "peak_kib": peak_rss_kib()}), flush=True)
+    print(
+        json.dumps({"seconds": seconds, "cpu": cpu, "events": count, "peak_kib": peak_rss_kib()}), flush=True
+    )
 
 
 CHILDREN = {OURS: run_ours, OPENAI: run_openai, BARE: run_bare}
@@ -186,7 +188,9 @@ def main() -> int:
     parser.add_argument("--big", type=int, default=1_000_000, help="events of the memory job")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per case (interleaved)")
     parser.add_argument("--no-write", action="store_true", help="do not update bench/RESULTS.md")
-    parser.add_argument("--child", nargs=4, metavar=("CASE", "BASE_URL", "JOB", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--child", nargs=4, metavar=("CASE", "BASE_URL", "JOB", "OUT"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.child:
         case, base_url, job_id, out = args.child
@@ -208,9 +212,11 @@ def main() -> int:
                     rates[case].append(result["events"] / result["seconds"])
                     cpu_us[case].append(result["cpu"] / result["events"] * 1e6)
                     peaks[case]["small"] = max(peaks[case].get("small", 0), result["peak_kib"])
-                    print(f"round {round_no} {case:>20}: {rates[case][-1]:9.0f} events/s, "
-                          f"{cpu_us[case][-1]:5.1f} us CPU/event, peak {result['peak_kib'] / 1024:.0f} MiB",
-                          flush=True)
+                    print(
+                        f"round {round_no} {case:>20}: {rates[case][-1]:9.0f} events/s, "
+                        f"{cpu_us[case][-1]:5.1f} us CPU/event, peak {result['peak_kib'] / 1024:.0f} MiB",
+                        flush=True,
+                    )
                 if round_no == 1:
                     check_same_events(files, args.events)
             for case in (OURS, BARE):
@@ -218,8 +224,11 @@ def main() -> int:
                 if result["events"] != args.big:
                     raise SystemExit(f"{case} exported {result['events']} events, not {args.big}")
                 peaks[case]["big"] = result["peak_kib"]
-                print(f"{args.big} events {case:>20}: {result['events'] / result['seconds']:9.0f} events/s, "
-                      f"peak {result['peak_kib'] / 1024:.0f} MiB", flush=True)
+                print(
+                    f"{args.big} events {case:>20}: {result['events'] / result['seconds']:9.0f} events/s, "
+                    f"peak {result['peak_kib'] / 1024:.0f} MiB",
+                    flush=True,
+                )
     finally:
         simulator.terminate()
         simulator.wait(10)
@@ -239,16 +248,21 @@ def main() -> int:
 
     rows = []
     for case in CASES:
-        label = {OURS: "airflow_ftevents (operator's path)", OPENAI: f"openai {version('openai')}",
-                 BARE: f"bare requests {version('requests')} + json"}[case]
+        label = {
+            OURS: "airflow_ftevents (operator's path)",
+            OPENAI: f"openai {version('openai')}",
+            BARE: f"bare requests {version('requests')} + json",
+        }[case]
         values = ", ".join(f"{v:,.0f}" for v in rates[case])
         rows.append(
             f"| {label} | {median[case]:,.0f} | {values} | {statistics.median(cpu_us[case]):.1f} | "
             f"{median[case] / median[OPENAI]:.2f}x | "
-            f"{median[case] / median[BARE]:.2f}x | {mib(peaks[case].get('small'))} | {mib(peaks[case].get('big'))} |"
+            f"{median[case] / median[BARE]:.2f}x | {mib(peaks[case].get('small'))} | "
+            f"{mib(peaks[case].get('big'))} |"
         )
     command = "python bench/bench_export.py" + (
-        "" if (args.events, args.big, args.rounds) == (100_000, 1_000_000, 3)
+        ""
+        if (args.events, args.big, args.rounds) == (100_000, 1_000_000, 3)
         else f" --events {args.events} --big {args.big} --rounds {args.rounds}"
     )
     section = (

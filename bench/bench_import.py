@@ -59,8 +59,10 @@ def main() -> None:
             results[name].append(got["ms"])
             modules[name] = int(got["modules"])
     ours = statistics.median(results["airflow_ftevents.sensors + .operators"])
-    rows = ["| imports (after `import airflow.sdk`) | median ms | best ms | ratio to ours | modules loaded |",
-            "|---|---|---|---|---|"]
+    rows = [
+        "| imports (after `import airflow.sdk`) | median ms | best ms | ratio to ours | modules loaded |",
+        "|---|---|---|---|---|",
+    ]
     for name, times in results.items():
         med = statistics.median(times)
         rows.append(f"| {name} | {med:.1f} | {min(times):.1f} | {med / ours:.2f}x | {modules[name]} |")
@@ -72,12 +74,14 @@ def main() -> None:
         section = (
             "## Import cost of the sensor and operator\n\n"
             f"Command: `python bench/bench_import.py --rounds {args.rounds} --write` "
-            f"({time.strftime('%Y-%m-%d')}, Python {platform.python_version()}, Airflow {airflow.__version__}, "
+            f"({time.strftime('%Y-%m-%d')}, Python {platform.python_version()}, "
+            f"Airflow {airflow.__version__}, "
             "2 cores shared). Each sample is a fresh interpreter that has already imported `airflow.sdk`; "
             "cases are interleaved. Goal: under 30 ms.\n\n" + table + "\n"
         )
-        replace_section(Path(__file__).with_name("RESULTS.md"), "## Import cost of the sensor and operator",
-                        section)
+        replace_section(
+            Path(__file__).with_name("RESULTS.md"), "## Import cost of the sensor and operator", section
+        )
 
 
 def replace_section(path: Path, heading: str, section: str) -> None:

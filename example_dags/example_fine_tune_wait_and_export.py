@@ -27,7 +27,9 @@ with DAG(
         "model": Param("gpt-4o-mini-2024-07-18", type="string"),
         "training_file": Param("file-abc123", type="string"),
         # Read by the local simulator only: how the simulated job should run.
-        "metadata": Param({"sim_events": "120", "sim_seconds": "6", "sim_outcome": "succeeded"}, type="object"),
+        "metadata": Param(
+            {"sim_events": "120", "sim_seconds": "6", "sim_outcome": "succeeded"}, type="object"
+        ),
     },
 ) as dag:
 

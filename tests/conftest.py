@@ -13,7 +13,9 @@ import pytest
 _HOME = tempfile.mkdtemp(prefix="ftevents-test-home-")
 os.environ.setdefault("AIRFLOW_HOME", _HOME)
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
-os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", os.path.join(os.path.dirname(__file__), "..", "example_dags"))
+os.environ.setdefault(
+    "AIRFLOW__CORE__DAGS_FOLDER", os.path.join(os.path.dirname(__file__), "..", "example_dags")
+)
 
 API_KEY = "sk-test-ftevents-Zq8LmW3xR7vT2nK9"  # a fake key, asserted absent from logs and errors
 CONN_ID = "openai_default"

@@ -10,6 +10,7 @@ import asyncio
 import csv
 import datetime as dt
 import io
+import itertools
 import json
 import os
 import struct
@@ -148,7 +149,9 @@ def test_object_storage_path_destination(sim, sim_conn, tmp_path):
     assert (tmp_path / "osp.jsonl").read_bytes() == jsonl(sim.events("ftjob-osp"))
     assert manifest["uri"] == f"file://{tmp_path}/osp.jsonl"
     folder = ObjectStoragePath(f"file://{tmp_path}")  # an existing folder: the job's file inside it
-    assert run(operator(job_id="ftjob-osp", destination=folder))["uri"] == f"file://{tmp_path}/ftjob-osp.jsonl"
+    assert (
+        run(operator(job_id="ftjob-osp", destination=folder))["uri"] == f"file://{tmp_path}/ftjob-osp.jsonl"
+    )
 
 
 def test_100k_event_job_is_exported_exactly(sim, sim_conn, tmp_path):
@@ -209,10 +212,13 @@ def test_windows_at_page_boundaries_and_shared_timestamps_partition_the_events(s
         )
     bounds = [None, *cuts, None]
     pieces = b""
-    for n, (after, before) in enumerate(zip(bounds, bounds[1:])):
+    for n, (after, before) in enumerate(itertools.pairwise(bounds)):
         dest = tmp_path / f"part-{n}.jsonl"
-        manifest = run(operator(job_id="ftjob-win", destination=f"file://{dest}", created_after=after,
-                                created_before=before))
+        manifest = run(
+            operator(
+                job_id="ftjob-win", destination=f"file://{dest}", created_after=after, created_before=before
+            )
+        )
         expected = [
             e
             for e in events
@@ -339,8 +345,14 @@ def test_xcom_return_value_up_to_the_cap_and_a_clear_failure_past_it(sim, sim_co
 def test_api_failure_mid_export_leaves_the_previous_file_and_no_temporary_file(sim, monkeypatch, tmp_path):
     monkeypatch.setenv(
         "AIRFLOW_CONN_OPENAI_DEFAULT",
-        json.dumps({"conn_type": "openai_ftevents", "host": sim.base_url, "password": sim.api_key,
-                    "extra": {"max_retries": 1, "timeout": 5}}),
+        json.dumps(
+            {
+                "conn_type": "openai_ftevents",
+                "host": sim.base_url,
+                "password": sim.api_key,
+                "extra": {"max_retries": 1, "timeout": 5},
+            }
+        ),
     )
     sim.add_job(JobSpec(job_id="ftjob-reset", n_events=1000))
     events = sim.events("ftjob-reset")
@@ -404,14 +416,18 @@ def expected_metrics_csv(events: list[dict[str, Any]]) -> str:
         "full_valid_mean_token_accuracy",
         "total_steps",
     ]
-    columns = [c for c in preferred if c in keys or c in ("step", "created_at")] + sorted(keys - set(preferred))
+    columns = [c for c in preferred if c in keys or c in ("step", "created_at")] + sorted(
+        keys - set(preferred)
+    )
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(columns)
     for e in rows:
         writer.writerow(
-            [e["created_at"] if c == "created_at" else ("" if e["data"].get(c) is None else e["data"][c])
-             for c in columns]
+            [
+                e["created_at"] if c == "created_at" else ("" if e["data"].get(c) is None else e["data"][c])
+                for c in columns
+            ]
         )
     return out.getvalue()
 
@@ -459,8 +475,15 @@ def test_loss_plot_without_matplotlib_fails_before_writing(sim, sim_conn, monkey
 def test_wait_for_completion_polls_then_exports_everything(sim, sim_conn, tmp_path):
     sim.add_job(JobSpec(job_id="ftjob-live", n_events=60, duration=1.5))
     assert sim.job("ftjob-live")["status"] != "succeeded"
-    manifest = run(operator(job_id="ftjob-live", destination=f"{tmp_path}/", wait_for_completion=True,
-                            poll_interval=0.2, deferrable=False))
+    manifest = run(
+        operator(
+            job_id="ftjob-live",
+            destination=f"{tmp_path}/",
+            wait_for_completion=True,
+            poll_interval=0.2,
+            deferrable=False,
+        )
+    )
     events = sim.events("ftjob-live")
     assert len(events) == 60
     assert (tmp_path / "ftjob-live.jsonl").read_bytes() == jsonl(events)
@@ -472,8 +495,16 @@ def test_wait_timeout_fails_without_exporting(sim, sim_conn, tmp_path):
     sim.add_job(JobSpec(job_id="ftjob-slow", n_events=60, duration=60))
     start = time.monotonic()
     with pytest.raises(Exception, match=r"did not finish within timeout=0.5 s .*nothing was exported"):
-        run(operator(job_id="ftjob-slow", destination=f"{tmp_path}/", wait_for_completion=True,
-                     poll_interval=0.1, timeout=0.5, deferrable=False))
+        run(
+            operator(
+                job_id="ftjob-slow",
+                destination=f"{tmp_path}/",
+                wait_for_completion=True,
+                poll_interval=0.1,
+                timeout=0.5,
+                deferrable=False,
+            )
+        )
     assert 0.5 <= time.monotonic() - start < 3
     assert listing(tmp_path) == []
 
@@ -485,7 +516,9 @@ def test_failed_job_is_exported_and_fails_only_when_asked(sim, sim_conn, tmp_pat
     manifest = run(operator(job_id="ftjob-failed", destination=f"{tmp_path}/", wait_for_completion=True))
     assert manifest == manifest_for(f"file://{tmp_path}/ftjob-failed.jsonl", "ftjob-failed", events, "failed")
     (tmp_path / "ftjob-failed.jsonl").unlink()
-    with pytest.raises(Exception, match=r"Fine-tuning job ftjob-failed failed.*its events were exported first"):
+    with pytest.raises(
+        Exception, match=r"Fine-tuning job ftjob-failed failed.*its events were exported first"
+    ):
         run(operator(job_id="ftjob-failed", destination=f"{tmp_path}/", fail_on_job_failure=True))
     assert (tmp_path / "ftjob-failed.jsonl").read_bytes() == jsonl(events)
 
@@ -495,20 +528,31 @@ def test_deferrable_wait_hands_over_to_the_trigger_then_exports(sim, sim_conn, m
     from airflow_ftevents.triggers import FineTuneJobTrigger
 
     sim.add_job(JobSpec(job_id="ftjob-defer", n_events=40, duration=1.5))
-    op = operator(job_id="ftjob-defer", destination=f"{tmp_path}/", wait_for_completion=True,
-                  poll_interval=0.2, timeout=60, deferrable=True)
-    before = time.time()
+    op = operator(
+        job_id="ftjob-defer",
+        destination=f"{tmp_path}/",
+        wait_for_completion=True,
+        poll_interval=0.2,
+        timeout=60,
+        deferrable=True,
+    )
+    before, visible_before = time.time(), sim.event_count("ftjob-defer")
     with pytest.raises(task_deferred()) as info:
         run(op)
+    visible_after = sim.event_count("ftjob-defer")
     deferred = info.value
     assert deferred.method_name == "execute_complete"
     trigger = deferred.trigger
     assert isinstance(trigger, FineTuneJobTrigger)
     _, kwargs = trigger.serialize()
-    newest = sim.events("ftjob-defer")[-1]
+    # The trigger starts at the newest event when the task deferred (the job is live: it may have grown).
+    candidates = [
+        {"last_id": e["id"], "last_created_at": e["created_at"], "count": 0}
+        for e in sim.events("ftjob-defer")[visible_before - 1 : visible_after]
+    ]
     assert kwargs["job_id"] == "ftjob-defer" and kwargs["poll_interval"] == 0.2
     assert before + 60 <= kwargs["end_time"] <= time.time() + 60
-    assert kwargs["tail_state"] == {"last_id": newest["id"], "last_created_at": newest["created_at"], "count": 0}
+    assert kwargs["tail_state"] in candidates
     assert listing(tmp_path) == []
 
     async def first_event() -> Any:
@@ -519,7 +563,7 @@ def test_deferrable_wait_hands_over_to_the_trigger_then_exports(sim, sim_conn, m
 
     try:
         asyncio.run(async_client.aget_connection("openai_default"))
-    except ImportError:  # Airflow 3.1: the async lookup needs a triggerer's supervisor; look it up in a thread
+    except ImportError:  # Airflow 3.1: the async lookup needs a triggerer's supervisor; use a thread
         from airflow.sdk import BaseHook
 
         async def lookup(conn_id: str) -> Any:
@@ -531,7 +575,9 @@ def test_deferrable_wait_hands_over_to_the_trigger_then_exports(sim, sim_conn, m
     manifest = op.execute_complete({"ti": FakeTI()}, payload)
     events = sim.events("ftjob-defer")
     assert (tmp_path / "ftjob-defer.jsonl").read_bytes() == jsonl(events)
-    assert manifest == manifest_for(f"file://{tmp_path}/ftjob-defer.jsonl", "ftjob-defer", events, "succeeded")
+    assert manifest == manifest_for(
+        f"file://{tmp_path}/ftjob-defer.jsonl", "ftjob-defer", events, "succeeded"
+    )
 
 
 @pytest.mark.airflow
@@ -619,20 +665,38 @@ def test_end_to_end_dag_run_in_a_real_airflow(sim, api_key, tmp_path):
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
         "AIRFLOW_CONN_OPENAI_DEFAULT": json.dumps(
-            {"conn_type": "openai_ftevents", "host": sim.base_url, "password": api_key,
-             "extra": {"max_retries": 2, "timeout": 10}}
+            {
+                "conn_type": "openai_ftevents",
+                "host": sim.base_url,
+                "password": api_key,
+                "extra": {"max_retries": 2, "timeout": 10},
+            }
         ),
     }
     airflow = Path(sys.executable).with_name("airflow")
-    migrate = subprocess.run([str(airflow), "db", "migrate"], env=env, capture_output=True, text=True,
-                             timeout=180, check=False)
+    migrate = subprocess.run(
+        [str(airflow), "db", "migrate"], env=env, capture_output=True, text=True, timeout=180, check=False
+    )
     assert migrate.returncode == 0, migrate.stderr[-3000:]
     root = tmp_path / "exports"
     conf = {"job_id": "ftjob-e2e", "root": str(root), "created_after": str(cut)}
-    done = subprocess.run([sys.executable, str(tmp_path / "runner.py"), str(home / "dags" / "ftevents_e2e.py"), json.dumps(conf)],
-                          env=env, capture_output=True, text=True, timeout=180, check=False)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(tmp_path / "runner.py"),
+            str(home / "dags" / "ftevents_e2e.py"),
+            json.dumps(conf),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(next(x for x in done.stdout.splitlines() if x.startswith("RESULT "))[len("RESULT "):])
+    result = json.loads(
+        next(x for x in done.stdout.splitlines() if x.startswith("RESULT "))[len("RESULT ") :]
+    )
     expected = [e for e in events if e["created_at"] >= cut]
     target = root / "20240301" / "ftjob-e2e.jsonl"
     assert target.read_bytes() == jsonl(expected)
@@ -642,3 +706,69 @@ def test_end_to_end_dag_run_in_a_real_airflow(sim, api_key, tmp_path):
         "return_value": manifest_for(f"file://{target}", "ftjob-e2e", expected, "succeeded"),
         "_link_FineTuneJobLink": "https://platform.openai.com/finetune/ftjob-e2e",
     }
+
+
+# -- the export module on its own (no Airflow) ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("/data/ft/", ("file", None, "file:///data/ft/", True)),
+        ("file:///data/ft/x.jsonl", ("file", None, "file:///data/ft/x.jsonl", False)),
+        ("s3://aws_conn@bucket/prefix/", ("s3", "aws_conn", "s3://bucket/prefix/", True)),
+        ("s3://bucket/key.jsonl", ("s3", None, "s3://bucket/key.jsonl", False)),
+        ("GS://gcp@b/k", ("gs", "gcp", "gs://b/k", False)),
+    ],
+)
+def test_destination_urls_are_split_into_protocol_connection_and_folder(url, expected):
+    from airflow_ftevents.export import split_destination
+
+    assert split_destination(url) == expected
+
+
+@pytest.mark.parametrize("url", ["", "relative/x.jsonl", "file://host/x.jsonl", "s3:bucket/key"])
+def test_unusable_destination_urls_are_refused(url):
+    from airflow_ftevents.export import split_destination
+
+    with pytest.raises(ValueError, match="destination"):
+        split_destination(url)
+
+
+def test_file_names_from_job_ids_are_safe():
+    from airflow_ftevents.export import companion_name, file_name_for
+
+    assert file_name_for("ftjob-abc123") == "ftjob-abc123.jsonl"
+    assert file_name_for("../../etc/passwd") == "etc_passwd.jsonl"
+    assert file_name_for(".hidden") == "hidden.jsonl"
+    assert file_name_for("///") == "job.jsonl"
+    assert companion_name("ftjob-1.jsonl", ".metrics.csv") == "ftjob-1.metrics.csv"
+    assert companion_name("events", ".loss.png") == "events.loss.png"
+
+
+def test_atomic_writer_on_other_stores_publishes_whole_or_nothing():
+    """A store that is neither local nor staged (fsspec's memory store): a temporary object, moved."""
+    import uuid
+
+    import fsspec
+
+    from airflow_ftevents.export import Destination, write_bytes_atomic
+
+    fs = fsspec.filesystem("memory")
+    folder = f"/atomic-{uuid.uuid4().hex}"
+    dest = Destination(fs, f"{folder}/x.jsonl", "memory")
+
+    def failing() -> Any:
+        yield b'{"a":1}\n'
+        raise OSError("interrupted")
+
+    with pytest.raises(OSError, match="interrupted"):
+        write_bytes_atomic(dest, failing())
+    assert not fs.exists(dest.path) and fs.find(folder) == []  # no object, no temporary object
+    assert write_bytes_atomic(dest, [b'{"a":1}\n', b'{"b":2}\n']) == 16
+    assert fs.cat(dest.path) == b'{"a":1}\n{"b":2}\n'
+    with pytest.raises(OSError, match="interrupted"):
+        write_bytes_atomic(dest, failing())
+    assert fs.cat(dest.path) == b'{"a":1}\n{"b":2}\n'
+    assert fs.find(folder) == [f"{folder}/x.jsonl"]
+    fs.rm(folder, recursive=True)

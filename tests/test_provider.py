@@ -19,8 +19,11 @@ pytestmark = pytest.mark.airflow
 
 def _airflow_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW_CONN_")}
-    env.update(AIRFLOW_HOME=str(tmp_path), AIRFLOW__CORE__LOAD_EXAMPLES="False",
-               AIRFLOW__CORE__DAGS_FOLDER=str(ROOT / "example_dags"))
+    env.update(
+        AIRFLOW_HOME=str(tmp_path),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__CORE__DAGS_FOLDER=str(ROOT / "example_dags"),
+    )
     return env
 
 
@@ -52,7 +55,10 @@ def test_airflow_providers_list_shows_the_package(tmp_path: Path) -> None:
     airflow = Path(sys.executable).with_name("airflow")
     result = subprocess.run(
         [str(airflow), "providers", "list", "--output", "json"],
-        env=_airflow_env(tmp_path), capture_output=True, text=True, timeout=120,
+        env=_airflow_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     start = result.stdout.index("[")
@@ -65,8 +71,9 @@ def test_modules_import_without_warnings() -> None:
         "import airflow_ftevents, airflow_ftevents.hooks, airflow_ftevents.sensors, "
         "airflow_ftevents.operators, airflow_ftevents.triggers, airflow_ftevents.links"
     )
-    result = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr[-3000:]
 
 
@@ -81,5 +88,7 @@ def test_example_dags_parse_without_import_errors() -> None:
     assert sorted(bag.dag_ids) == ["example_fine_tune_wait_and_export", "example_scheduled_export"]
     wait_dag = bag.get_dag("example_fine_tune_wait_and_export")
     assert [t.task_id for t in wait_dag.topological_sort()] == [
-        "start_fine_tune", "wait_for_fine_tune", "export_events"
+        "start_fine_tune",
+        "wait_for_fine_tune",
+        "export_events",
     ]

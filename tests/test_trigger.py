@@ -1,0 +1,330 @@
+"""FineTuneJobTrigger.run() against the simulator: outcomes, faults, legacy API, clean-up, a free event loop.
+
+The trigger runs outside any task here, as the connection lookup of a triggerer would see it: the
+``sim_conn`` fixture defines the connection as an ``AIRFLOW_CONN_`` variable, which
+``BaseHook.aget_connection`` reads (through the async client's fallback on Airflow 3.1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+import pytest
+from conftest import API_KEY, CONN_ID
+
+from airflow_ftevents.async_client import AsyncFineTuneEventsClient
+from airflow_ftevents.core.jobstate import format_event
+from airflow_ftevents.core.paging import TailState
+from airflow_ftevents.simulator import JobSpec
+from airflow_ftevents.triggers import FineTuneJobTrigger
+
+SUMMARY_KEYS = ("id", "created_at", "level", "type", "message", "data")
+_loggers = 0
+
+
+def make(job_id: str, caplog: pytest.LogCaptureFixture | None = None, **kwargs: Any) -> FineTuneJobTrigger:
+    """A trigger polling fast, whose log lines go to caplog (a plain logger instead of structlog)."""
+    global _loggers
+    kwargs.setdefault("conn_id", CONN_ID)
+    kwargs.setdefault("poll_interval", 0.1)
+    kwargs.setdefault("end_time", time.time() + 60)
+    trigger = FineTuneJobTrigger(job_id, **kwargs)
+    _loggers += 1
+    logger = logging.getLogger(f"test.trigger.{_loggers}")
+    logger.setLevel(logging.DEBUG)
+    trigger._log = logger
+    assert trigger.log is logger
+    if caplog is not None:
+        caplog.set_level(logging.DEBUG, logger=logger.name)
+    return trigger
+
+
+async def run(trigger: FineTuneJobTrigger) -> list[dict[str, Any]]:
+    """Every event the trigger yields (exactly one is expected), as payloads."""
+    return [event.payload async for event in trigger.run()]
+
+
+def lines(caplog: pytest.LogCaptureFixture, trigger: FineTuneJobTrigger, level: int | None = None) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == trigger.log.name and (level is None or r.levelno == level)
+    ]
+
+
+def compact(event: dict[str, Any]) -> dict[str, Any]:
+    return {k: event[k] for k in SUMMARY_KEYS if k in event}
+
+
+def summary(sim: Any, job_id: str) -> dict[str, Any]:
+    job, events = sim.job(job_id), sim.events(job_id)
+    return {
+        "job_id": job_id,
+        "status": job["status"],
+        "fine_tuned_model": job["fine_tuned_model"],
+        "trained_tokens": job["trained_tokens"],
+        "finished_at": job["finished_at"],
+        "event_count": len(events),
+        "last_event": compact(events[-1]),
+    }
+
+
+@pytest.fixture
+def clients(monkeypatch) -> list[AsyncFineTuneEventsClient]:
+    """Every async client the triggers create, to check that each was closed."""
+    made: list[AsyncFineTuneEventsClient] = []
+    original = AsyncFineTuneEventsClient.from_connection.__func__
+
+    async def from_connection(cls, *args: Any, **kwargs: Any) -> AsyncFineTuneEventsClient:
+        client = await original(cls, *args, **kwargs)
+        made.append(client)
+        return client
+
+    monkeypatch.setattr(AsyncFineTuneEventsClient, "from_connection", classmethod(from_connection))
+    return made
+
+
+# -- outcomes --------------------------------------------------------------------------------------
+
+
+async def test_success_logs_each_event_once_and_closes_the_client(sim, sim_conn, caplog, clients) -> None:
+    job_id = sim.add_job(JobSpec(job_id="ftjob-ok", n_events=40, duration=1.0))
+    trigger = make(job_id, caplog)
+    payloads = await run(trigger)
+    model = sim.job(job_id)["fine_tuned_model"]
+    assert payloads == [
+        {
+            "status": "success",
+            "message": f"Fine-tuning job {job_id} succeeded: {model}",
+            "job": summary(sim, job_id),
+        }
+    ]
+    assert payloads[0]["job"]["event_count"] == 40
+    assert lines(caplog, trigger) == [format_event(e) for e in sim.events(job_id)]
+    assert len(clients) == 1 and clients[0]._client.is_closed
+
+
+async def test_failed_job(sim, sim_conn, caplog) -> None:
+    job_id = sim.add_job(JobSpec(job_id="ftjob-failed", n_events=12, outcome="failed"))
+    trigger = make(job_id, caplog)
+    (payload,) = await run(trigger)
+    job = sim.job(job_id)
+    error = job["error"]
+    errors = [e for e in sim.events(job_id) if e["level"] == "error"]
+    detail = f"{error['message']} (code {error['code']}" + (f", param {error['param']})" if error["param"] else ")")
+    assert payload == {
+        "status": "failed",
+        "message": f"Fine-tuning job {job_id} failed; error: {detail}; error events: "
+        + " | ".join(e["message"] for e in errors),
+        "job": summary(sim, job_id),
+    }
+    assert payload["job"]["fine_tuned_model"] is None
+    assert lines(caplog, trigger, logging.ERROR) == [format_event(e) for e in errors]
+
+
+async def test_cancelled_job(sim, sim_conn) -> None:
+    job_id = sim.add_job(JobSpec(job_id="ftjob-cancelled", n_events=12, outcome="cancelled"))
+    assert await run(make(job_id)) == [
+        {"status": "cancelled", "message": f"Fine-tuning job {job_id} cancelled", "job": summary(sim, job_id)}
+    ]
+
+
+async def test_deadline_in_the_past_ends_with_timeout_after_one_poll(sim, sim_conn, clients) -> None:
+    job_id = sim.add_job(JobSpec(job_id="ftjob-slow", n_events=12, duration=120))
+    first = sim.events(job_id)
+    (payload,) = await run(make(job_id, end_time=time.time() - 1))
+    assert payload == {
+        "status": "timeout",
+        "message": f"Fine-tuning job {job_id} did not finish before the deadline (last status 'validating_files')",
+        "job": {
+            "job_id": job_id,
+            "status": "validating_files",
+            "fine_tuned_model": None,
+            "trained_tokens": None,
+            "finished_at": None,
+            "event_count": 2,
+            "last_event": compact(first[1]),
+        },
+    }
+    assert clients[0]._client.is_closed
+
+
+async def test_short_deadline_is_kept_even_when_shorter_than_the_poll_interval(sim, sim_conn) -> None:
+    job_id = sim.add_job(JobSpec(job_id="ftjob-slow2", n_events=12, duration=120))
+    started = time.monotonic()
+    (payload,) = await run(make(job_id, poll_interval=30, end_time=time.time() + 0.4))
+    elapsed = time.monotonic() - started
+    assert payload["status"] == "timeout"
+    assert 0.3 < elapsed < 2.0
+
+
+# -- faults ----------------------------------------------------------------------------------------
+
+
+async def test_transient_errors_are_ridden_out_with_an_exact_count(sim, sim_conn, caplog) -> None:
+    job_id = sim.add_job(JobSpec(job_id="ftjob-flaky", n_events=250, duration=1.0))
+    # 5 x 503 on the job: more than the connection's 3 retries, so one whole poll fails and the trigger
+    # polls again; then a reset, a 503 and a 429 on an event page, which the client's retries absorb.
+    sim.inject("503", count=5, path=f"/fine_tuning/jobs/{job_id}", retry_after=0)
+    sim.inject("reset", count=1, path="/events")
+    sim.inject("503", count=1, path="/events", retry_after=0)
+    sim.inject("429", count=1, path="/events", retry_after_ms=10)
+    trigger = make(job_id, caplog)
+    (payload,) = await run(trigger)
+    events = sim.events(job_id)
+    assert payload["status"] == "success"
+    assert payload["job"] == summary(sim, job_id)
+    assert payload["job"]["event_count"] == 250
+    wanted = {format_event(e) for e in events}
+    assert [ln for ln in lines(caplog, trigger) if ln in wanted] == [format_event(e) for e in events]
+    statuses = [status for _, _, status in sim.request_log]
+    assert (statuses.count(503), statuses.count(429)) == (6, 1)
+    assert sim.pending_faults() == []
+    polls_failed = [ln for ln in lines(caplog, trigger, logging.WARNING) if ln.startswith("Polling job")]
+    assert len(polls_failed) == 1
+    assert polls_failed[0].startswith(f"Polling job {job_id} failed, will poll again: [HTTP 503")
+
+
+async def test_unknown_job_ends_with_an_error_event(sim, sim_conn, clients) -> None:
+    (payload,) = await run(make("ftjob-missing"))
+    assert payload["status"] == "error"
+    assert payload["message"].startswith("[HTTP 404")
+    assert "ftjob-missing" in payload["message"]
+    assert API_KEY not in payload["message"]
+    assert payload["job"] == {
+        "job_id": "ftjob-missing",
+        "status": "unknown",
+        "fine_tuned_model": None,
+        "trained_tokens": None,
+        "finished_at": None,
+        "event_count": 0,
+        "last_event": None,
+    }
+    assert sim.request_log == [("GET", "/v1/fine_tuning/jobs/ftjob-missing", 404)]  # not retried
+    assert clients[0]._client.is_closed
+
+
+async def test_missing_connection_ends_with_an_error_event(sim, sim_conn) -> None:
+    (payload,) = await run(make("ftjob-x", conn_id="no_such_connection"))
+    assert payload["status"] == "error"
+    assert payload["message"].startswith("Cannot use connection 'no_such_connection': ")
+    assert payload["job"] is None
+
+
+# -- legacy API, resuming, serialization -----------------------------------------------------------
+
+
+async def test_legacy_api(sim, sim_conn, caplog) -> None:
+    job_id = sim.add_job(JobSpec(job_id="ft-legacy", n_events=30, duration=0.8))
+    trigger = make(job_id, caplog, api="fine_tunes")
+    (payload,) = await run(trigger)
+    events = sim.legacy_events(job_id)
+    assert payload == {
+        "status": "success",
+        "message": f"Fine-tuning job {job_id} succeeded: {sim.legacy_job(job_id)['fine_tuned_model']}",
+        "job": {
+            "job_id": job_id,
+            "status": "succeeded",
+            "fine_tuned_model": sim.legacy_job(job_id)["fine_tuned_model"],
+            "trained_tokens": None,
+            "finished_at": None,
+            "event_count": 30,
+            "last_event": {k: events[-1][k] for k in ("created_at", "level", "message")},
+        },
+    }
+    assert lines(caplog, trigger) == [format_event(e) for e in events]
+
+
+async def test_resumes_from_the_sensors_cursor(sim, sim_conn, caplog) -> None:
+    job_id = sim.add_job(JobSpec(job_id="ftjob-resume", n_events=30))
+    events = sim.events(job_id)
+    state = TailState(events[9]["id"], events[9]["created_at"], 10)
+    trigger = make(job_id, caplog, tail_state=state.to_dict(), last_event=events[9])
+    (payload,) = await run(trigger)
+    assert payload["job"] == summary(sim, job_id)
+    assert lines(caplog, trigger) == [format_event(e) for e in events[10:]]
+
+
+def test_serialize_round_trip_is_plain_json_without_the_key() -> None:
+    trigger = FineTuneJobTrigger(
+        "ftjob-x",
+        CONN_ID,
+        "fine_tunes",
+        poll_interval=7,
+        end_time=1_700_000_000.5,
+        tail_state={"last_id": None, "last_created_at": None, "count": 3},
+        last_event={"created_at": 1, "level": "info", "message": "m"},
+        log_events=False,
+        page_size=20,
+    )
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "airflow_ftevents.triggers.FineTuneJobTrigger"
+    assert kwargs == {
+        "job_id": "ftjob-x",
+        "conn_id": CONN_ID,
+        "api": "fine_tunes",
+        "poll_interval": 7.0,
+        "end_time": 1_700_000_000.5,
+        "tail_state": {"last_id": None, "last_created_at": None, "count": 3},
+        "last_event": {"created_at": 1, "level": "info", "message": "m"},
+        "log_events": False,
+        "page_size": 20,
+    }
+    text = json.dumps(kwargs)
+    assert API_KEY not in text and "sk-" not in text
+    assert FineTuneJobTrigger(**json.loads(text)).serialize() == (classpath, kwargs)
+
+
+async def test_log_events_false_logs_no_event(sim, sim_conn, caplog) -> None:
+    job_id = sim.add_job(JobSpec(job_id="ftjob-quiet", n_events=12))
+    trigger = make(job_id, caplog, log_events=False)
+    (payload,) = await run(trigger)
+    assert payload["job"]["event_count"] == 12
+    assert lines(caplog, trigger) == []
+
+
+async def test_cancelled_trigger_closes_its_client(sim, sim_conn, clients) -> None:
+    """The triggerer cancels a trigger whose task was cleared or timed out: the client must still close."""
+    job_id = sim.add_job(JobSpec(job_id="ftjob-long", n_events=12, duration=120))
+    task = asyncio.ensure_future(run(make(job_id, poll_interval=30)))
+    for _ in range(100):
+        await asyncio.sleep(0.02)
+        if len(sim.request_log) >= 2:
+            break
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert len(clients) == 1 and clients[0]._client.is_closed
+
+
+# -- the event loop stays free -----------------------------------------------------------------------
+
+
+async def test_the_event_loop_is_never_blocked(sim, sim_conn) -> None:
+    """20 triggers, 1,000-event jobs read in 100-event pages, retries: the loop still wakes every ~5 ms."""
+    for n in range(20):
+        sim.add_job(JobSpec(job_id=f"ftjob-busy-{n}", n_events=1000, duration=0.5 + n * 0.05))
+    sim.inject("503", count=5, path="/events", retry_after=0)
+    stop = asyncio.Event()
+    gaps: list[float] = []
+
+    async def ticker() -> None:
+        last = time.perf_counter()
+        while not stop.is_set():
+            await asyncio.sleep(0.005)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    tick = asyncio.ensure_future(ticker())
+    results = await asyncio.gather(*(run(make(f"ftjob-busy-{n}")) for n in range(20)))
+    stop.set()
+    await tick
+    assert [payloads[0]["job"]["event_count"] for payloads in results] == [1000] * 20
+    assert all(len(payloads) == 1 and payloads[0]["status"] == "success" for payloads in results)
+    assert len(gaps) > 50
+    assert max(gaps) < 0.1, f"longest event-loop stall {max(gaps) * 1000:.0f} ms"
