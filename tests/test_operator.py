@@ -524,7 +524,7 @@ def test_failed_job_is_exported_and_fails_only_when_asked(sim, sim_conn, tmp_pat
 
 
 @pytest.mark.airflow
-def test_deferrable_wait_hands_over_to_the_trigger_then_exports(sim, sim_conn, monkeypatch, tmp_path):
+def test_deferrable_wait_hands_over_to_the_trigger_then_exports(sim, sim_conn, tmp_path):
     from airflow_ftevents.triggers import FineTuneJobTrigger
 
     sim.add_job(JobSpec(job_id="ftjob-defer", n_events=40, duration=1.5))
@@ -559,17 +559,6 @@ def test_deferrable_wait_hands_over_to_the_trigger_then_exports(sim, sim_conn, m
         async for event in FineTuneJobTrigger(**kwargs).run():
             return event.payload
 
-    import airflow_ftevents.async_client as async_client
-
-    try:
-        asyncio.run(async_client.aget_connection("openai_default"))
-    except ImportError:  # Airflow 3.1: the async lookup needs a triggerer's supervisor; use a thread
-        from airflow.sdk import BaseHook
-
-        async def lookup(conn_id: str) -> Any:
-            return await asyncio.to_thread(BaseHook.get_connection, conn_id)
-
-        monkeypatch.setattr(async_client, "aget_connection", lookup)
     payload = asyncio.run(asyncio.wait_for(first_event(), 30))
     assert payload["status"] == "success", payload
     manifest = op.execute_complete({"ti": FakeTI()}, payload)
