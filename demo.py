@@ -71,6 +71,23 @@ def start_simulator(env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
     )
 
 
+def show_progress(log: str, keep: int = 4) -> None:
+    """A few of the training-progress lines the sensor's trigger logged, without the log decoration."""
+    lines = []
+    for line in log.splitlines():
+        for marker in ("[metrics]", "[info]", "[warn]", "[error]"):
+            at = line.find(marker)
+            if at != -1 and "loc=jobstate.py" in line:
+                lines.append(line[at:].split(" [airflow", 1)[0])
+                break
+    if not lines:
+        return
+    print(f"[demo] the sensor logged {len(lines)} job events while it waited, e.g.:")
+    shown = lines if len(lines) <= 2 * keep else [*lines[:keep], "...", *lines[-keep:]]
+    for line in shown:
+        print("    " + line)
+
+
 def summarize(export_file: Path, base_url: str) -> None:
     import requests
 
@@ -125,9 +142,7 @@ def run_demo() -> int:
         result = subprocess.run([airflow, "dags", "test", DAG_ID], env=env, capture_output=True, text=True)
         log_file = OUTPUT / "dags-test.log"
         log_file.write_text(result.stdout + result.stderr)
-        for line in (result.stdout + result.stderr).splitlines():
-            if "[metrics]" in line or "succeeded" in line.lower() or "Exported" in line or "ERROR" in line:
-                print("   ", line[-160:])
+        show_progress(result.stdout + result.stderr)
         if result.returncode != 0:
             print(f"[demo] airflow dags test failed (exit {result.returncode}); full log: {log_file}")
             return result.returncode

@@ -34,6 +34,8 @@ from airflow_ftevents.core.spool import ReverseSpool
 
 log = logging.getLogger(__name__)
 
+EVENTS_PER_STEP = 10  # events decoded and logged per step of the event loop
+KEEPALIVE_SECONDS = 120.0
 _ssl_context: ssl.SSLContext | None = None
 _ssl_lock = threading.Lock()
 
@@ -90,6 +92,9 @@ class AsyncFineTuneEventsClient:
             verify=verify if verify is not None else shared_ssl_context(),
             headers=config.headers(),
             timeout=httpx.Timeout(config.timeout, connect=config.connect_timeout),
+            # httpx drops idle connections after 5 s, so a trigger polling every 5 s or more would open
+            # a new TCP (and TLS) connection for every poll; keep them as long as a usual poll interval.
+            limits=httpx.Limits(keepalive_expiry=KEEPALIVE_SECONDS),
         )
 
     def __repr__(self) -> str:
@@ -105,7 +110,10 @@ class AsyncFineTuneEventsClient:
         max_retries: int | None = None,
         logger: logging.Logger | None = None,
     ) -> AsyncFineTuneEventsClient:
-        return cls(await aload_config(conn_id, timeout, max_retries), api, logger)
+        config = await aload_config(conn_id, timeout, max_retries)
+        # The shared TLS context is built in a thread the first time, so not even that blocks the loop.
+        verify = _ssl_context or await asyncio.to_thread(shared_ssl_context)
+        return cls(config, api, logger, verify)
 
     async def __aenter__(self) -> AsyncFineTuneEventsClient:
         return self
@@ -148,10 +156,16 @@ class AsyncFineTuneEventsClient:
     async def read_new_events(
         self, job_id: str, state: TailState, page_size: int = DEFAULT_PAGE_SIZE
     ) -> AsyncIterator[dict[str, Any]]:
-        """Only the events new since ``state`` (which is updated), oldest first; same plan as the hook."""
+        """Only the events new since ``state`` (which is updated), oldest first; same plan as the hook.
+
+        Hands the event loop back every ``EVENTS_PER_STEP`` events: a trigger catching up on a long job
+        decodes and logs thousands of events, which must not run as one step of the triggerer's loop.
+        """
         plan = legacy_tail_plan(job_id, state) if self.api == LEGACY else tail_new(job_id, state, page_size)
         with ReverseSpool() as spool:
             async for page in run_async(plan, self._fetch):
                 spool.add_page(page)
-            for event in spool.iter_events():
+            for count, event in enumerate(spool.iter_events(), start=1):
                 yield event
+                if count % EVENTS_PER_STEP == 0:
+                    await asyncio.sleep(0)

