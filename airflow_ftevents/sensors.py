@@ -264,9 +264,7 @@ class FineTuneJobSensor(BaseSensorOperator):
                 "Job %s has status %r, unknown to this provider; still waiting", self.job_id, status
             )
         self._save(context, progress, changed=new > 0 or warn)
-        self.log.info(
-            "Job %s is %s: %d new events, %d in all", self.job_id, status, new, progress.tail.count
-        )
+        self.log.info("Job %s is %s: %d new events, %d in all", self.job_id, status, new, progress.tail.count)
         if not is_terminal(status):
             return PokeReturnValue(is_done=False)
         if status == SUCCEEDED:
@@ -315,8 +313,11 @@ class FineTuneJobSensor(BaseSensorOperator):
             timeout=timedelta(seconds=max(deadline - wall_clock(), 0.0) + DEFER_GRACE_SECONDS),
         )
 
-    def execute_complete(self, context: Context, event: Any = None) -> Any:
-        """Turn the trigger's one event into the task's outcome; an unknown payload fails loudly."""
+    def execute_complete(self, context: Context, event: Any = None, **kwargs: Any) -> Any:
+        """Turn the trigger's one event into the task's outcome; an unknown payload fails loudly.
+
+        ``**kwargs``: a real triggerer passes the ``defer(kwargs=...)`` along (there are none today).
+        """
         from airflow_ftevents.triggers import validate_trigger_event
 
         event = validate_trigger_event(event)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import gc
 import json
 import logging
@@ -77,6 +78,12 @@ class SimProcess:
     def clear_requests(self) -> None:
         self.control("DELETE", "/_sim/requests")
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the simulator process so far."""
+        with open(f"/proc/{self.proc.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=10)
@@ -118,8 +125,14 @@ class GcPauses:
         else:
             self.pauses.append((self._start, time.perf_counter()))
 
-    def within(self, start: float, end: float) -> float:
-        return sum(max(0.0, min(end, b) - max(start, a)) for a, b in self.pauses)
+    def within(self, start: float, end: float, ends: list[float]) -> float:
+        """Seconds of collector pauses inside [start, end]; ``ends`` = pause end times, in order."""
+        total = 0.0
+        for a, b in self.pauses[bisect.bisect_left(ends, start) :]:
+            if a >= end:
+                break
+            total += max(0.0, min(end, b) - max(start, a))
+        return total
 
 
 @dataclass
@@ -132,9 +145,12 @@ class PhaseResult:
     stall_without_gc: float = 0.0
     longest_gc: float = 0.0
     stalls_over_100ms: int = 0
+    gap_p99: float = 0.0
+    wakeups: int = 0
     peak_rss: float = 0.0
     requests: int = 0
     request_errors: int = 0
+    sim_cpu: float = 0.0
     wall: float = 0.0
     cpu: float = 0.0
 
@@ -163,6 +179,9 @@ def blocking_trigger_class() -> type:
             hook = FineTuneEventsHook(self.conn_id, self.api)
             try:
                 while True:
+                    if self.end_time is not None and time.time() >= self.end_time:
+                        yield TriggerEvent(trigger_event_payload("timeout", "deadline", None))
+                        return
                     job = hook.get_job(self.job_id)
                     for event in hook.read_new_events(self.job_id, self.state, self.page_size):
                         self.last_event = event
@@ -171,9 +190,6 @@ def blocking_trigger_class() -> type:
                     status = job_status(job)
                     if is_terminal(status):
                         yield TriggerEvent(self._final_event(status, job, []))
-                        return
-                    if self.end_time is not None and time.time() >= self.end_time:
-                        yield TriggerEvent(trigger_event_payload("timeout", "deadline", self._summary(job)))
                         return
                     await asyncio.sleep(self.poll_interval)
             finally:
@@ -210,10 +226,10 @@ async def run_phase(
         await asyncio.sleep(start_spread * index / len(finish))  # deferrals arrive over time
         trigger = make_trigger(job_id)
         async for event in trigger.run():
-            if job_id not in detected:
+            status = event.payload["status"]
+            result.statuses[status] = result.statuses.get(status, 0) + 1
+            if status != "timeout":  # a trigger that gave up at the deadline detected nothing
                 detected[job_id] = time.time()
-                status = event.payload["status"]
-                result.statuses[status] = result.statuses.get(status, 0) + 1
 
     sampler = RssSampler()
     sampler.start()
@@ -236,10 +252,14 @@ async def run_phase(
     result.peak_rss = sampler.peak
     result.latencies = [detected[j] - finish[j] for j in finish if j in detected]
     result.undetected = len(finish) - len(detected)
-    stalls = [(b - a, b - a - gc_pauses.within(a, b)) for a, b in gaps]
+    ends = [b for _, b in gc_pauses.pauses]
+    stalls = [(b - a, b - a - gc_pauses.within(a, b, ends)) for a, b in gaps]
     result.stall = max(s for s, _ in stalls) - 0.01
     result.stall_without_gc = max(s for _, s in stalls) - 0.01
     result.stalls_over_100ms = sum(1 for s, _ in stalls if s - 0.01 > 0.1)
+    ordered = sorted(s for s, _ in stalls)
+    result.gap_p99 = ordered[int(0.99 * (len(ordered) - 1))] - 0.01
+    result.wakeups = len(ordered)
     new_pauses = gc_pauses.pauses[gc_before:]
     result.longest_gc = max((b - a for a, b in new_pauses), default=0.0)
     return result
@@ -253,11 +273,13 @@ def describe(result: PhaseResult) -> dict[str, str]:
         "detected": f"{len(result.latencies)}/{len(result.latencies) + result.undetected}",
         "stall": f"{result.stall * 1000:.0f} ms",
         "stall_nogc": f"{result.stall_without_gc * 1000:.0f} ms",
-        "over100": str(result.stalls_over_100ms),
+        "over100": f"{result.stalls_over_100ms} of {result.wakeups:,}",
+        "gap_p99": f"{max(result.gap_p99, 0) * 1000:.0f} ms",
         "gc": f"{result.longest_gc * 1000:.0f} ms",
         "rss": f"{result.peak_rss:.0f} MB",
         "requests": f"{result.requests:,}",
-        "cpu": f"{result.cpu:.1f} s",
+        "cpu": f"{result.cpu:.1f} s in {result.wall:.0f} s",
+        "sim_cpu": f"{result.sim_cpu:.1f} s",
     }
 
 
@@ -268,10 +290,22 @@ def main() -> None:
     parser.add_argument("--min-duration", type=float, default=20.0, help="first job finishes after (s)")
     parser.add_argument("--max-duration", type=float, default=40.0, help="last job finishes after (s)")
     parser.add_argument("--events", type=int, default=60, help="events per job")
+    parser.add_argument(
+        "--server-delay",
+        type=float,
+        default=0.1,
+        help="seconds the simulator waits before every answer, as a real API's round trip (default 0.1)",
+    )
     parser.add_argument("--no-peer", action="store_true", help="skip the blocking peer")
+    parser.add_argument(
+        "--no-freeze-phase",
+        action="store_true",
+        help="skip the last phase (ours again after gc.freeze(), to show what the collector costs)",
+    )
     parser.add_argument("--no-write", action="store_true", help="do not update bench/RESULTS.md")
     args = parser.parse_args()
 
+    load_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4 * args.jobs + 256)), hard))
     sim = SimProcess()  # before Airflow is imported: the child inherits the raised file limit only
@@ -286,6 +320,12 @@ def main() -> None:
     from airflow_ftevents.triggers import FineTuneJobTrigger
 
     baseline = rss_mb()
+    if args.server_delay > 0:
+        sim.control(
+            "POST",
+            "/_sim/random_faults",
+            {"rate": 1.0, "kinds": ["slow"], "seed": 1, "params": {"delay": args.server_delay}},
+        )
     log_dir = Path(tempfile.mkdtemp(prefix="bench-triggers-"))
     event_log = logging.getLogger("bench.trigger")
     event_log.setLevel(logging.INFO)
@@ -298,9 +338,9 @@ def main() -> None:
     durations = [args.min_duration + span * n / max(1, args.jobs - 1) for n in range(args.jobs)]
     cap = args.max_duration + 2 * args.poll + 30
 
-    def make(cls: type) -> Callable[[str], Any]:
+    def make(cls: type, deadline: float) -> Callable[[str], Any]:
         def build(job_id: str) -> Any:
-            trigger = cls(job_id, poll_interval=args.poll, end_time=time.time() + cap)
+            trigger = cls(job_id, poll_interval=args.poll, end_time=deadline)
             trigger._log = event_log
             return trigger
 
@@ -308,28 +348,38 @@ def main() -> None:
 
     async def warm_up(cls: type) -> None:
         """First use imports and builds lazily (TLS context, anyio backend): pay it outside the phases."""
-        trigger = make(cls)("ftjob-warmup")
-        async for _ in trigger.run():
+        async for _ in make(cls, time.time() + 60)("ftjob-warmup").run():
             pass
 
-    results = []
-    phases = [("airflow_ftevents FineTuneJobTrigger (async httpx)", "a", FineTuneJobTrigger)]
+    ours_name = "airflow_ftevents FineTuneJobTrigger (async httpx)"
+    phases = [(ours_name, "a", FineTuneJobTrigger, False)]
     if not args.no_peer:
-        phases.append(("peer: same polling with the blocking hook in run()", "b", blocking_trigger_class()))
-    for _, _, cls in phases:
+        peer_cls = blocking_trigger_class()
+        phases.append(("peer: same polling, blocking hook (requests) in run()", "b", peer_cls, False))
+    if not args.no_freeze_phase:
+        phases.append((ours_name + ", after gc.freeze()", "c", FineTuneJobTrigger, True))
+    for _, _, cls, _ in phases:
         asyncio.run(warm_up(cls))
-    for name, prefix, cls in phases:
+    results = []
+    for name, prefix, cls, freeze in phases:
+        if freeze:
+            gc.collect()
+            gc.freeze()
         sim.clear_requests()
         finish = sim.add_jobs(prefix, durations, args.events)
+        sim_cpu = sim.cpu_seconds()
         print(f"{name}: {args.jobs} jobs finishing in {args.min_duration:g}-{args.max_duration:g} s ...")
-        result = asyncio.run(run_phase(name, make(cls), finish, args.poll, cap, gc_pauses))
+        phase = run_phase(name, make(cls, time.time() + cap), finish, args.poll, cap + 15, gc_pauses)
+        result = asyncio.run(phase)
         log = sim.requests()
         result.requests = len(log)
         result.request_errors = sum(1 for _, _, status in log if status >= 400 or status == 0)
+        result.sim_cpu = sim.cpu_seconds() - sim_cpu
         results.append(result)
         print(f"  {describe(result)} statuses={result.statuses}")
     sim.stop()
-    lines_logged = sum(1 for _ in open(log_dir / "events.log"))
+    with open(log_dir / "events.log") as logged:
+        lines_logged = sum(1 for _ in logged)
     peak_lifetime = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     ours = results[0]
@@ -346,11 +396,13 @@ def main() -> None:
         ("detection latency max", "max"),
         ("longest event-loop stall", "stall"),
         ("longest stall, GC pauses taken out", "stall_nogc"),
-        ("stalls over 100 ms", "over100"),
+        ("wake-ups late by over 100 ms", "over100"),
+        ("wake-up lateness p99", "gap_p99"),
         ("longest GC pause", "gc"),
         ("peak RSS (sampled)", "rss"),
         ("HTTP requests made", "requests"),
-        ("process CPU time", "cpu"),
+        ("CPU time of this process, in the phase's wall time", "cpu"),
+        ("CPU time of the simulator process", "sim_cpu"),
     ]
     described = [describe(r) for r in results]
     rows += [f"| {label} | " + " | ".join(d[key] for d in described) + " |" for label, key in labels]
@@ -360,12 +412,20 @@ def main() -> None:
         f"longest stall {ours.stall * 1000:.0f} ms vs target < 100 ms: "
         + ("met" if ours.stall < 0.1 else "MISSED")
         + f" ({ours.stall_without_gc * 1000:.0f} ms without GC pauses)",
-        f"peak RSS {ours.peak_rss:.0f} MB vs target < 300 MB: " + ("met" if ours.peak_rss < 300 else "MISSED")
+        f"peak RSS {ours.peak_rss:.0f} MB vs target < 300 MB: "
+        + ("met" if ours.peak_rss < 300 else "MISSED")
         + f" (Airflow + provider imported before any trigger: {baseline:.0f} MB; "
         f"the triggers add {ours.peak_rss - baseline:.0f} MB)",
     ]
-    if len(results) > 1:
-        peer = results[1]
+    frozen = [r for r in results if r.name.endswith("gc.freeze()")]
+    if frozen:
+        verdicts.append(
+            f"after gc.freeze(): longest stall {frozen[0].stall * 1000:.0f} ms, "
+            f"{frozen[0].stalls_over_100ms} over 100 ms, p99 latency {frozen[0].pct(0.99):.2f} s"
+        )
+    peers = [r for r in results if r.name.startswith("peer")]
+    if peers:
+        peer = peers[0]
         verdicts.append(
             f"peer / ours: p99 latency {peer.pct(0.99) / ours.pct(0.99):.1f}x, longest stall "
             f"{peer.stall / max(ours.stall, 1e-3):.1f}x, jobs detected {len(peer.latencies)} vs "
@@ -378,14 +438,18 @@ def main() -> None:
             f"Command: `{command}` ({date.today().isoformat()}, Python {platform.python_version()} "
             f"{platform.machine()}, {os.cpu_count()} CPUs shared with other work).",
             "",
-            f"{args.jobs} jobs of {args.events} events each on one simulator (its own process), finishing "
+            f"Load average when it started: {load_start}. "
+            f"{args.jobs} jobs of {args.events} events each on one simulator (its own process, every "
+            f"answer delayed {args.server_delay * 1000:.0f} ms like a real API's round trip), finishing "
             f"{args.min_duration:g}-{args.max_duration:g} s after they are added (evenly staggered); "
             f"{args.jobs} triggers in ONE asyncio loop, poll_interval {args.poll:g} s, started spread over "
             f"the first poll interval (deferrals arrive over time), every event logged to a file "
             f"({lines_logged:,} lines in all). Latency = trigger event time minus the job's finish time. "
             "Stall = longest gap between wake-ups of a coroutine sleeping 10 ms, minus the 10 ms. RSS is "
-            "sampled every 50 ms by a thread (lifetime ru_maxrss of the process, both phases: "
-            f"{peak_lifetime:.0f} MB). The peer runs second, on fresh jobs with the same schedule.",
+            "sampled every 50 ms by a thread (lifetime ru_maxrss of the process, all phases: "
+            f"{peak_lifetime:.0f} MB). Each phase has fresh jobs with the same schedule and a deadline "
+            f"of {cap:g} s; the phases run one after the other: ours, the peer, ours again after "
+            "gc.freeze() (the objects made by importing Airflow are then left out of collections).",
             "",
             *rows,
             "",

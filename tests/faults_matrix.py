@@ -115,11 +115,13 @@ class Fault:
     inject: tuple[Injection, ...] = ()
     conn: dict[str, Any] = field(default_factory=dict)  # connection extras on top of the defaults
     refused: bool = False  # point the connection at a closed port instead of the simulator
+    no_requests: bool = False  # the simulator must see no request at all
     job_id: str | None = None  # instead of a generated id
     n_events: int = 250
     duration: float = 0.0  # > 0: a live job
     training_file: str | None = None
-    transform: str | None = None  # how the fault changes what the server sends: see test_faults.expected_*
+    raw_utf8: bool = False  # the simulator sends non-ASCII text as raw UTF-8 instead of \u escapes
+    transform: str | None = None  # what the fault changes in the answers: see Run.expected_* in test_faults
     deadline: float = 20.0  # trigger end_time / sensor and export timeout, seconds from the start
     bound: float = 8.0  # the case must end within this many seconds
     min_elapsed: float = 0.0  # and not before (a server-requested delay was honoured)
@@ -180,7 +182,7 @@ FAULTS: tuple[Fault, ...] = (
         "429 x2 with `retry-after-ms: 50`",
         _all(EXACT),
         (Injection("429", 2, params={"retry_after_ms": 50}),),
-        min_elapsed=0.1,
+        min_elapsed=0.095,
     ),
     Fault(
         "429-date",
@@ -194,7 +196,9 @@ FAULTS: tuple[Fault, ...] = (
         "429 on every try (1 + max_retries = 4)",
         {
             "get_job": error("FineTuneEventsAPIError", 429, "rate_limit_exceeded", "Rate limit reached"),
-            "iter_events": error("FineTuneEventsAPIError", 429, "rate_limit_exceeded", "retries were exhausted"),
+            "iter_events": error(
+                "FineTuneEventsAPIError", 429, "rate_limit_exceeded", "retries were exhausted"
+            ),
             "stream_legacy": error(
                 "FineTuneEventsConnectionError", 429, "rate_limit_exceeded", "failed 4 times in a row"
             ),
@@ -254,6 +258,7 @@ FAULTS: tuple[Fault, ...] = (
         },
         conn={"max_retries": 1},
         refused=True,
+        no_requests=True,
         deadline=1.5,
     ),
     Fault(
@@ -379,7 +384,9 @@ FAULTS: tuple[Fault, ...] = (
         {
             "list_events": EXACT,
             **_all(
-                error("FineTuneEventsPagingError", None, "empty_page_has_more", "came back empty with has_more"),
+                error(
+                    "FineTuneEventsPagingError", None, "empty_page_has_more", "came back empty with has_more"
+                ),
                 ("iter_events", "stream", "sensor", "export"),
             ),
             "trigger": event("error", "came back empty with has_more=true"),
@@ -430,7 +437,9 @@ FAULTS: tuple[Fault, ...] = (
         {
             "trigger": event("timeout", "did not finish before the deadline", UNKNOWN_STATUS),
             "sensor": error("AirflowSensorTimeout", None, None, "Sensor has timed out"),
-            "sensor_deferred": error("AirflowSensorTimeout", None, None, "did not finish before the deadline"),
+            "sensor_deferred": error(
+                "AirflowSensorTimeout", None, None, "did not finish before the deadline"
+            ),
             "export": error("AirflowException", None, None, "did not finish within timeout=1", "nothing was"),
         },
         (Injection("unknown_status", 10_000, path=None, params={"status": UNKNOWN_STATUS}),),
@@ -440,10 +449,18 @@ FAULTS: tuple[Fault, ...] = (
     ),
     Fault(
         "non-ascii-long",
-        "non-ASCII job id and a 100,000-character non-ASCII message",
+        "non-ASCII job id and a 100,000-character non-ASCII message, sent as `\\u` escapes",
         _all(EXACT, (*ALL, "sensor_deferred")),
         job_id=NON_ASCII_ID,
         training_file=LONG_TEXT,
+    ),
+    Fault(
+        "non-ascii-long-utf8",
+        "non-ASCII job id and a 100,000-character non-ASCII message, sent as raw UTF-8",
+        _all(EXACT, (*ALL, "sensor_deferred")),
+        job_id=NON_ASCII_ID,
+        training_file=LONG_TEXT,
+        raw_utf8=True,
     ),
     Fault(
         "weird-id",
@@ -454,18 +471,26 @@ FAULTS: tuple[Fault, ...] = (
     Fault(
         "dotdot-id",
         "job id exactly `..` (cannot be sent safely)",
-        _all(
-            error("ValueError", None, None, "A job id cannot be '..': it would change the request path"),
-            ("get_job", "iter_events", "stream_legacy", "trigger", "sensor", "export"),
-        ),
+        {
+            **_all(
+                error(
+                    "InvalidJobIdError", None, None, "A job id cannot be '..': it would change the request"
+                ),
+                ("get_job", "iter_events", "stream_legacy", "sensor", "export"),
+            ),
+            "trigger": event("error", "A job id cannot be '..': it would change the request path"),
+        },
         job_id="..",
+        no_requests=True,
     ),
     Fault(
         "key-echo-401",
         "401 whose error message echoes the API key",
         {
             **_all(
-                error("FineTuneEventsAuthError", 401, "invalid_request_error", "Incorrect API key provided: ***"),
+                error(
+                    "FineTuneEventsAuthError", 401, "invalid_request_error", "Incorrect API key provided: ***"
+                ),
                 ("get_job", "iter_events", "sensor", "export"),
             ),
             "stream_legacy": error(
@@ -509,9 +534,9 @@ def doc_rows(text: str) -> list[tuple[str, str]]:
             if not line.startswith("|"):
                 inside = False
                 continue
-            cells = [cell.strip() for cell in line.strip().strip("|").split(" | ")]
-            if set(cells[0]) <= {"-", ":"}:
+            if set(line.strip()) <= {"|", "-", ":"}:  # the separator row
                 continue
+            cells = [cell.strip() for cell in line.strip().strip("|").split(" | ")]
             rows.append((cells[0].replace("\\|", "|"), cells[1].replace("\\|", "|")))
     return rows
 
@@ -536,13 +561,15 @@ def render_doc(observed: dict[str, str], environment: str, seconds: float) -> st
         "`tests/test_faults.py::test_reliability_doc_lists_exactly_the_cases_of_the_suite` fails when the",
         "rows below differ from the cases the suite runs.",
         "",
-        "How it is run: every case is real HTTP against the simulator (`airflow_ftevents.simulator`) with its",
-        "fault switches, no mocks. The connection allows `max_retries=3` and a 5 s read timeout unless the",
-        "fault says otherwise. Jobs have 250 events (3 pages of 100) unless the fault says otherwise; faults",
-        "are aimed at the second page (`hook.iter_events`, export), at the events read that follows the",
-        "status read (`hook.stream_events`, trigger, sensor), at the SSE stream (legacy), or at the first",
-        "request (`get_job`, `list_events`). For the deferrable sensor, the fault is injected after it",
-        "deferred, so it hits the trigger; its outcome is what `execute_complete` returns or raises.",
+        "How it is run: every case is real HTTP against the simulator (`airflow_ftevents.simulator`)",
+        "with its fault switches, no mocks. The connection allows `max_retries=3` and a 5 s read timeout",
+        "unless the fault says otherwise. Jobs have 250 events (3 pages of 100) unless the fault says",
+        "otherwise; faults are aimed at the second page (`hook.iter_events`, export), at the events read",
+        "that follows the status read (`hook.stream_events`, trigger, sensor), at the SSE stream (legacy),",
+        "or at the first request (`get_job`, `list_events`). For the deferrable sensor the job is still",
+        "running when it defers and the fault is injected after that, so it hits the trigger; its outcome",
+        "is what `execute_complete` returns or raises. `hook.stream_events` has no deadline of its own",
+        "(its caller, such as the sensor, has one), so it has no row for a status that never ends.",
         "",
         "Every case also asserts, and a case fails otherwise:",
         "",
@@ -555,7 +582,8 @@ def render_doc(observed: dict[str, str], environment: str, seconds: float) -> st
         "  always comes within the case's time bound, never as a hang or an endless loop;",
         "- every injected fault was consumed (the fault really happened), and the case ended within its",
         "  time bound (and no sooner than a server-requested `Retry-After`);",
-        "- an export leaves the complete file or nothing at all in its folder (no partial or temporary file);",
+        "- an export leaves the complete file or nothing at all in its folder (no partial or temporary",
+        "  file);",
         "- the API key appears in no log record (caplog), nothing written to stdout/stderr (capfd, which",
         "  also sees the Airflow structlog output), no exception text, repr or chained cause, no return",
         "  value or XCom, and no serialized trigger (`json.dumps(trigger.serialize())`).",

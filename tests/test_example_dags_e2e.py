@@ -20,8 +20,9 @@ pytestmark = pytest.mark.airflow
 
 def _dags_test(home: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     airflow = str(Path(sys.executable).with_name("airflow"))
-    result = subprocess.run([airflow, "dags", "test", *args], env=env, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [airflow, "dags", "test", *args], env=env, capture_output=True, text=True, timeout=300
+    )
     (home / "dags-test.log").write_text(result.stdout + result.stderr)
     return result
 
@@ -54,12 +55,17 @@ def test_wait_and_export_dag_exports_exactly_the_jobs_events(sim, airflow_home: 
 
 def _interval_from(folder: str) -> tuple[float, float]:
     start, end = folder.split("-")
-    parse = lambda s: dt.datetime.strptime(s, "%Y%m%dT%H%M%S").replace(tzinfo=dt.timezone.utc).timestamp()  # noqa: E731
-    return parse(start), parse(end)
+    return _utc_seconds(start), _utc_seconds(end)
+
+
+def _utc_seconds(stamp: str) -> float:
+    return dt.datetime.strptime(stamp, "%Y%m%dT%H%M%S").replace(tzinfo=dt.timezone.utc).timestamp()
 
 
 def test_scheduled_export_partitions_events_by_interval(sim, airflow_home: Path, tmp_path: Path) -> None:
-    jobs = [sim.add_job(JobSpec(job_id=f"ftjob-sched-{i}", n_events=3000, outcome="succeeded")) for i in (1, 2)]
+    jobs = [
+        sim.add_job(JobSpec(job_id=f"ftjob-sched-{i}", n_events=3000, outcome="succeeded")) for i in (1, 2)
+    ]
     out = tmp_path / "exports"
     env = airflow_env(
         airflow_home,
@@ -86,7 +92,10 @@ def test_scheduled_export_partitions_events_by_interval(sim, airflow_home: Path,
             assert got == b"".join(event_line(e) for e in expected)
             joined += got
         # consecutive intervals: no event twice, none lost (all events fall in these two hours)
-        covered = [e for e in events if _interval_from(folders[0].name)[0] <= e["created_at"]
-                   < _interval_from(folders[-1].name)[1]]
+        covered = [
+            e
+            for e in events
+            if _interval_from(folders[0].name)[0] <= e["created_at"] < _interval_from(folders[-1].name)[1]
+        ]
         assert joined == b"".join(event_line(e) for e in covered)
         assert json.loads(joined.splitlines()[0])["id"] == covered[0]["id"]

@@ -32,9 +32,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import faults_matrix as M
 import pytest
+import requests
 from conftest import API_KEY, CONN_ID, connection_json
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -426,7 +428,7 @@ def reliability_report() -> Any:
     missing = [case.id for case in M.CASES if case.id not in OBSERVED]
     if missing:
         raise RuntimeError(
-            f"docs/reliability.md not written: {len(missing)} cases did not pass or did not run: {missing[:10]}"
+            f"docs/reliability.md not written: {len(missing)} cases did not pass or run: {missing[:10]}"
         )
     import airflow
 
@@ -446,6 +448,7 @@ def test_fault(case: M.Case, sim: Simulator, monkeypatch, tmp_path: Path, caplog
     sim.add_job(
         JobSpec(job_id=job_id, n_events=fault.n_events, duration=duration, training_file=fault.training_file)
     )
+    sim.raw_utf8 = fault.raw_utf8
     r = Run(case, sim, job_id, tmp_path / "out", logger, records)
 
     with contextlib.ExitStack() as stack:
@@ -461,7 +464,7 @@ def test_fault(case: M.Case, sim: Simulator, monkeypatch, tmp_path: Path, caplog
         started = time.monotonic()
         try:
             value, error = RUNNERS[case.component](r), None
-        except BaseException as exc:  # noqa: BLE001 - the outcome under test
+        except BaseException as exc:  # the outcome under test
             value, error = None, exc
         elapsed = time.monotonic() - started
     requests_made = len(sim.request_log)
@@ -480,7 +483,8 @@ def test_fault(case: M.Case, sim: Simulator, monkeypatch, tmp_path: Path, caplog
         assert value["status"] == expect.event_status, value
         for fragment in expect.contains:
             assert fragment in value["message"], (fragment, value["message"])
-        observed = f"event `{value['status']}`: {value['message'][:110]}"
+        observed = f"event `{value['status']}`: {value['message'][:120]}"
+        observed += "..." if len(value["message"]) > 120 else ""
     else:
         assert error is not None, f"expected {expect.error}, got {value!r}"[:2000]
         assert type(error).__name__ == expect.error, "".join(traceback.format_exception(error))
@@ -493,8 +497,9 @@ def test_fault(case: M.Case, sim: Simulator, monkeypatch, tmp_path: Path, caplog
         attrs = []
         if isinstance(error, FineTuneEventsError):
             attrs = [f"{k}={getattr(error, k)}" for k in ("status_code", "code") if getattr(error, k)]
+        text = error.message if isinstance(error, FineTuneEventsError) else str(error)
         observed = f"`{type(error).__name__}`" + (f" ({', '.join(attrs)})" if attrs else "")
-        observed += f": {str(error)[:110]}"
+        observed += f": {text[:120]}" + ("..." if len(text) > 120 else "")
         if case.component == "export":  # nothing at all was published, not even a temporary file
             assert not r.out.exists() or sorted(p.name for p in r.out.iterdir()) == []
     if case.component == "export":
@@ -506,6 +511,8 @@ def test_fault(case: M.Case, sim: Simulator, monkeypatch, tmp_path: Path, caplog
     else:
         assert fired == r.injected, sim.pending_faults()
     assert fault.min_elapsed <= elapsed < fault.bound, elapsed
+    if fault.no_requests:
+        assert requests_made == 0, sim.request_log
 
     # No secret anywhere: log records, stdout/stderr (Airflow's structlog output), exceptions, values.
     out, err = capfd.readouterr()
@@ -516,11 +523,19 @@ def test_fault(case: M.Case, sim: Simulator, monkeypatch, tmp_path: Path, caplog
     if fault.key == "key-echo-500":  # the retries were logged, with the echoed key masked
         shown = out + err + caplog.text
         assert "Internal error for ***" in shown
-        observed += f"; {shown.count('Internal error for ***')} retry warnings logged, key masked"
+        observed += "; the retry warnings were logged with the key masked"
     if fault.key == "unknown-status" and case.component in ("sensor", "trigger", "sensor_deferred"):
         warned = [line for line in records.lines() if f"status '{M.UNKNOWN_STATUS}', unknown" in line]
         assert len(warned) == 1, records.lines()
         observed += "; unknown status warned once"
+
+    if fault.raw_utf8:  # the wire really carried raw UTF-8, split wherever the reads fell
+        page = requests.get(
+            f"{sim.base_url}/fine-tunes/{quote(job_id, safe='')}/events",
+            headers={"Authorization": f"Bearer {API_KEY}"},
+            timeout=10,
+        )
+        assert "日本語-🚀".encode() in page.content and b"\\u" not in page.content
 
     faults = f"{fired} fault{'s' if fired != 1 else ''} fired" if r.injected else "no fault queued"
     OBSERVED[case.id] = f"{observed} ({faults}, {requests_made} requests, {elapsed:.2f} s)"

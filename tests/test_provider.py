@@ -83,10 +83,10 @@ def test_example_dags_parse_without_import_errors() -> None:
     except ImportError:  # Airflow < 3.2
         from airflow.models.dagbag import DagBag
 
-    bag = DagBag(dag_folder=str(ROOT / "example_dags"), include_examples=False)
+    bag = DagBag(dag_folder=str(ROOT / "example_dags"))  # AIRFLOW__CORE__LOAD_EXAMPLES=False (conftest)
     assert bag.import_errors == {}
     assert sorted(bag.dag_ids) == ["example_fine_tune_wait_and_export", "example_scheduled_export"]
-    wait_dag = bag.get_dag("example_fine_tune_wait_and_export")
+    wait_dag = bag.dags["example_fine_tune_wait_and_export"]  # get_dag() would query the DB
     assert [t.task_id for t in wait_dag.topological_sort()] == [
         "start_fine_tune",
         "wait_for_fine_tune",

@@ -156,7 +156,9 @@ def expected_summary(sim: Any, job_id: str) -> dict[str, Any]:
 def expected_failure(sim: Any, job_id: str) -> str:
     job = sim.job(job_id)
     error = job["error"]
-    detail = f"{error['message']} (code {error['code']}" + (f", param {error['param']})" if error["param"] else ")")
+    detail = f"{error['message']} (code {error['code']}" + (
+        f", param {error['param']})" if error["param"] else ")"
+    )
     errors = [e["message"] for e in sim.events(job_id) if e["level"] == "error"]
     return f"Fine-tuning job {job_id} failed; error: {detail}; error events: " + " | ".join(errors)
 
@@ -566,7 +568,9 @@ class DagTestSafeSensor(FineTuneJobSensor):
 
         def first_reschedule_date(ctx):
             value = original(ctx)
-            return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")) if isinstance(value, str) else value
+            if isinstance(value, str):
+                return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            return value
 
         object.__setattr__(ti, "get_first_reschedule_date", first_reschedule_date)
         return super().execute(context)
@@ -614,7 +618,7 @@ rescheduled = make(
 )
 '''
 
-RUNNER = '''
+RUNNER = """
 import json, os, signal, subprocess, sys
 from pathlib import Path
 
@@ -671,7 +675,8 @@ def trigger_log_events(dag_id):
 
 
 results = {}
-order = (["e2e_triggerer"] if external else []) + ["e2e_deferred_ok", "e2e_deferred_failed", "e2e_rescheduled"]
+order = ["e2e_triggerer"] if external else []
+order += ["e2e_deferred_ok", "e2e_deferred_failed", "e2e_rescheduled"]
 for dag_id in order:
     dag = get_bagged_dag(bundle_names=None, dag_id=dag_id)  # parsed and serialized, as `dags test` does
     print("=== BEGIN " + dag_id, flush=True)
@@ -685,7 +690,7 @@ for dag_id in order:
             stop_triggerer()
     print("=== END " + dag_id, flush=True)
     with create_session() as session:
-        tis = {ti.task_id: getattr(ti.state, "value", ti.state) for ti in dr.get_task_instances(session=session)}
+        tis = {t.task_id: getattr(t.state, "value", t.state) for t in dr.get_task_instances(session=session)}
         rows = session.scalars(XComModel.get_many(run_id=dr.run_id, dag_ids=dag_id)).all()
         xcoms = {r.task_id + "." + r.key: XComModel.deserialize_value(r) for r in rows}
         cursors = [k for k in session.scalars(select(VariableModel.key)) if k.startswith("ftevents_cursor")]
@@ -698,7 +703,7 @@ for dag_id in order:
                        "trigger_log": trigger_log_events(dag_id)}
 with open(sys.argv[1], "w") as f:
     json.dump(results, f)
-'''
+"""
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 WITH_TRIGGERER = os.environ.get("FTEVENTS_E2E_TRIGGERER", "1") != "0"  # about 25 s; 0 skips it
@@ -724,7 +729,11 @@ def e2e(tmp_path_factory) -> dict[str, Any]:
         with open(home / "run.log", "w") as log:
             proc = subprocess.run(
                 [sys.executable, "runner.py", "results.json"],
-                cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=300,
+                cwd=home,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                timeout=300,
             )
         run_log = ANSI.sub("", (home / "run.log").read_text())
         assert proc.returncode == 0, run_log[-8000:]
@@ -777,7 +786,9 @@ def test_e2e_reschedule_mode_logs_each_event_once(e2e) -> None:
     assert result["tis"] == {"start": "success", "wait": "success", "after": "success"}
     assert result["xcoms"]["wait.return_value"] == result["expected_summary"]
     assert set(logged_counts(result).values()) == {1}
-    resumed = re.findall(r"Resuming after \d+ events already logged \(from (task_state_store|Variable)", result["log"])
+    resumed = re.findall(
+        r"Resuming after \d+ events already logged \(from (task_state_store|Variable)", result["log"]
+    )
     assert resumed, "the sensor was never rescheduled"
     version = tuple(int(part) for part in result["airflow_version"].split(".")[:2])
     assert set(resumed) == {"task_state_store" if version >= (3, 3) else "Variable"}

@@ -49,7 +49,9 @@ async def run(trigger: FineTuneJobTrigger) -> list[dict[str, Any]]:
     return [event.payload async for event in trigger.run()]
 
 
-def lines(caplog: pytest.LogCaptureFixture, trigger: FineTuneJobTrigger, level: int | None = None) -> list[str]:
+def lines(
+    caplog: pytest.LogCaptureFixture, trigger: FineTuneJobTrigger, level: int | None = None
+) -> list[str]:
     return [
         r.getMessage()
         for r in caplog.records
@@ -116,7 +118,9 @@ async def test_failed_job(sim, sim_conn, caplog) -> None:
     job = sim.job(job_id)
     error = job["error"]
     errors = [e for e in sim.events(job_id) if e["level"] == "error"]
-    detail = f"{error['message']} (code {error['code']}" + (f", param {error['param']})" if error["param"] else ")")
+    detail = f"{error['message']} (code {error['code']}" + (
+        f", param {error['param']})" if error["param"] else ")"
+    )
     assert payload == {
         "status": "failed",
         "message": f"Fine-tuning job {job_id} failed; error: {detail}; error events: "
@@ -140,7 +144,8 @@ async def test_deadline_in_the_past_ends_with_timeout_after_one_poll(sim, sim_co
     (payload,) = await run(make(job_id, end_time=time.time() - 1))
     assert payload == {
         "status": "timeout",
-        "message": f"Fine-tuning job {job_id} did not finish before the deadline (last status 'validating_files')",
+        "message": f"Fine-tuning job {job_id} did not finish before the deadline "
+        "(last status 'validating_files')",
         "job": {
             "job_id": job_id,
             "status": "validating_files",

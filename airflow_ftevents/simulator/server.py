@@ -58,8 +58,8 @@ _NO_KEY = (
 )
 
 
-def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode()
+def _dumps(obj: Any, raw_utf8: bool = False) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=not raw_utf8).encode()
 
 
 def api_error(message: str, type_: str, code: str | None, param: str | None = None) -> dict[str, Any]:
@@ -229,7 +229,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._write(self._head(status, all_headers) + body)
 
     def _send_json(self, status: int, obj: Any, fault: Applied | None = None, **kw: Any) -> None:
-        self._send(status, _dumps(obj), fault=fault, **kw)
+        self._send(status, _dumps(obj, self.server.sim.raw_utf8), fault=fault, **kw)
 
     def _send_chunked_json(self, pieces: Iterator[bytes], fault: Applied | None) -> None:
         """Send a large JSON body with chunked encoding, generated piece by piece."""
@@ -493,6 +493,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _legacy_list(self, job: Job, fault: Applied | None) -> None:
         visible = job.snapshot().visible
         unknown = fault is not None and fault.kind == "unknown_fields"
+        raw_utf8 = self.server.sim.raw_utf8
 
         def event(i: int) -> dict[str, Any]:
             ev = job.legacy_event(i)
@@ -505,7 +506,9 @@ class _Handler(BaseHTTPRequestHandler):
             def pieces() -> Iterator[bytes]:
                 yield b'{"object":"list","data":['
                 for start in range(0, visible, 1000):
-                    part = b",".join(_dumps(event(i)) for i in range(start, min(visible, start + 1000)))
+                    part = b",".join(
+                        _dumps(event(i), raw_utf8) for i in range(start, min(visible, start + 1000))
+                    )
                     yield (b"," if start else b"") + part
                 yield b"]}"
 
@@ -584,7 +587,7 @@ class _Handler(BaseHTTPRequestHandler):
             event = job.legacy_event(i)
             if unknown:
                 _add_unknown_fields(event)
-            return b"data: " + _dumps(event) + b"\n\n"
+            return b"data: " + _dumps(event, sim.raw_utf8) + b"\n\n"
 
         position = 0
         last_write = time.monotonic()
@@ -706,7 +709,8 @@ class Simulator:
     ``realistic=True`` adds shapes the real service sends beyond the schema (``data: null`` on the
     "Fine-tuning job started" event, an extra event field, a ``paused`` moment while running). Jobs created
     with ``POST /fine_tuning/jobs`` use ``default_events``/``default_duration``/``default_outcome`` unless
-    their metadata sets ``sim_events``/``sim_seconds``/``sim_outcome``.
+    their metadata sets ``sim_events``/``sim_seconds``/``sim_outcome``. ``raw_utf8=True`` sends non-ASCII
+    text in JSON bodies and streams as raw UTF-8 instead of ``\\u`` escapes (clients must read both).
     """
 
     def __init__(
@@ -720,6 +724,7 @@ class Simulator:
         default_duration: float = 10.0,
         default_outcome: str = "succeeded",
         verbose: bool = False,
+        raw_utf8: bool = False,
     ) -> None:
         JobSpec(n_events=default_events, duration=default_duration, outcome=default_outcome)  # validates them
         self.api_key = api_key
@@ -731,6 +736,7 @@ class Simulator:
         self.default_duration = float(default_duration)
         self.default_outcome = default_outcome
         self.verbose = verbose
+        self.raw_utf8 = raw_utf8
         self.request_log: list[tuple[str, str, int]] = []
         self.connections_accepted = 0
         self._jobs: dict[str, Job] = {}
