@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
+from airflow_ftevents.core.config import check_api
+from airflow_ftevents.core.paging import check_page_size
 from airflow_ftevents.links import FineTuneJobLink
 
 try:
@@ -102,10 +104,8 @@ class FineTuneEventsExportOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if api not in ("fine_tuning", "fine_tunes"):
-            raise ValueError(f"api must be 'fine_tuning' (current) or 'fine_tunes' (legacy), got {api!r}")
-        if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
-            raise ValueError(f"page_size must be a whole number >= 1, got {page_size!r}")
+        check_api(api)
+        check_page_size(page_size)
         if isinstance(max_xcom_events, bool) or not isinstance(max_xcom_events, int) or max_xcom_events < 0:
             raise ValueError(f"max_xcom_events must be a whole number >= 0, got {max_xcom_events!r}")
         if destination is None and (metrics_csv or loss_plot):
