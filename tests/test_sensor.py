@@ -555,7 +555,7 @@ from airflow_ftevents.sensors import FineTuneJobSensor
 # Airflow 3.1's dag.test() spends seconds per task start, so its jobs must last longer for the sensor to
 # find them still running (and to be rescheduled a few times).
 _VERSION = tuple(int(p) for p in airflow.__version__.split(".")[:2])
-JOB_SECONDS = "3" if _VERSION >= (3, 3) else "12"
+JOB_SECONDS = "4" if _VERSION >= (3, 3) else "12"
 
 
 class DagTestSafeSensor(FineTuneJobSensor):
