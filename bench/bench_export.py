@@ -36,6 +36,8 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from results_md import replace_section
+
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Export throughput and memory"
 API_KEY = "sk-bench-export-7Qm2"
@@ -171,18 +173,6 @@ def check_same_events(files: dict[str, str], n_events: int) -> None:
         raise SystemExit("the official client's output holds other events")
 
 
-def replace_section(path: Path, heading: str, section: str) -> None:
-    """Replace one ``## `` section of RESULTS.md (or append it), leaving the others alone."""
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    start = text.find(heading)
-    if start == -1:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(heading))
-        text = text[:start] + section + ("" if end == -1 else text[end:])
-    path.write_text(text)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=100_000, help="events of the throughput job")
@@ -293,7 +283,7 @@ def main() -> int:
     )
     print("\n" + section)
     if not args.no_write:
-        replace_section(Path(__file__).with_name("RESULTS.md"), SECTION, section)
+        replace_section(SECTION, section)
         print(f"wrote {SECTION!r} in bench/RESULTS.md")
     return 0
 

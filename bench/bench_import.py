@@ -17,7 +17,8 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
+
+from results_md import replace_section
 
 CASES = {
     "airflow_ftevents.sensors + .operators": ["airflow_ftevents.sensors", "airflow_ftevents.operators"],
@@ -79,21 +80,7 @@ def main() -> None:
             "2 cores shared). Each sample is a fresh interpreter that has already imported `airflow.sdk`; "
             "cases are interleaved. Goal: under 30 ms.\n\n" + table + "\n"
         )
-        replace_section(
-            Path(__file__).with_name("RESULTS.md"), "## Import cost of the sensor and operator", section
-        )
-
-
-def replace_section(path: Path, heading: str, section: str) -> None:
-    """Replace one ``## `` section of RESULTS.md (or append it), leaving the others alone."""
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    start = text.find(heading)
-    if start == -1:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(heading))
-        text = text[:start] + section + ("" if end == -1 else text[end:])
-    path.write_text(text)
+        replace_section("## Import cost of the sensor and operator", section)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,8 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from results_md import replace_section
+
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Soak under random faults"
 API_KEY = "sk-bench-soak-R4nd0mF4ults"
@@ -316,18 +318,6 @@ def run_openai(args: argparse.Namespace) -> dict[str, Any]:
 # -- report ----------------------------------------------------------------------------------------------
 
 
-def replace_section(path: Path, heading: str, section: str) -> None:
-    """Replace one ``## `` section of RESULTS.md (or append it), leaving the others alone."""
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    start = text.find(heading)
-    if start == -1:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(heading))
-        text = text[:start] + section + ("" if end == -1 else text[end:])
-    path.write_text(text)
-
-
 def render(args: argparse.Namespace, results: list[dict[str, Any]], command: str) -> str:
     def faults(r: dict[str, Any]) -> str:
         return f"{sum(r['faults'].values())}: " + ", ".join(f"{k} {v}" for k, v in r["faults"].items())
@@ -415,7 +405,7 @@ def main() -> int:
     section = render(args, results, command)
     print(section)
     if not args.no_write:
-        replace_section(Path(__file__).with_name("RESULTS.md"), SECTION, section)
+        replace_section(SECTION, section)
         print(f"wrote {SECTION!r} in bench/RESULTS.md")
     ours = results[0]
     exact = ours["survived"] and ours["duplicates"] == ours["gaps"] == ours["unknown"] == 0

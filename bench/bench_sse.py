@@ -33,6 +33,8 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from results_md import replace_section
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
@@ -220,18 +222,6 @@ def consume(run: Callable[[list[bytes]], Iterator[Any]], chunks: list[bytes]) ->
     return time.process_time() - start, count
 
 
-def replace_section(path: Path, heading: str, section: str) -> None:
-    """Replace one ``## `` section of RESULTS.md (or append it), leaving the others alone."""
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    start = text.find(heading)
-    if start == -1:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(heading))
-        text = text[:start] + section + ("" if end == -1 else text[end:])
-    path.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size-mb", type=float, default=50.0, help="stream size in MiB (default 50)")
@@ -311,7 +301,7 @@ def main() -> None:
         "times its decoding path without a response object, its best case.\n\n"
         f"{table}\n\n" + "\n".join(summary) + "\n"
     )
-    replace_section(Path(__file__).with_name("RESULTS.md"), SECTION, section)
+    replace_section(SECTION, section)
     print(f"\nwrote {SECTION!r} in bench/RESULTS.md")
 
 

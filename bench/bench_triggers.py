@@ -36,6 +36,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from results_md import replace_section
+
 KEY = "sk-bench-triggers-0123456789"
 SECTION = "## Trigger concurrency"
 
@@ -472,16 +474,8 @@ def main() -> None:
     )
     print("\n" + section)
     if not args.no_write:
-        path = Path(__file__).with_name("RESULTS.md")
-        text = path.read_text() if path.exists() else "# Benchmark results\n"
-        start = text.find(SECTION)
-        if start == -1:
-            text = text.rstrip("\n") + "\n\n" + section
-        else:
-            end = text.find("\n## ", start + len(SECTION))
-            text = text[:start] + section + ("" if end == -1 else text[end:])
-        path.write_text(text)
-        print(f"wrote {SECTION!r} in {path}")
+        replace_section(SECTION, section)
+        print(f"wrote {SECTION!r} in bench/RESULTS.md")
 
 
 if __name__ == "__main__":

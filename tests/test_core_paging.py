@@ -86,7 +86,7 @@ class ScriptedPages:
 
 
 def read_oldest_first(plan, fetch) -> list[dict]:
-    with ReverseSpool(max_memory=512) as spool:  # small, so big runs also spill to the file
+    with ReverseSpool(max_events_in_memory=12) as spool:  # small, so big runs also spill to the file
         for page in run_sync(plan, fetch):
             spool.add_page(page)
         return list(spool.iter_events())
@@ -120,13 +120,16 @@ def test_spool_turns_newest_first_pages_into_oldest_first_events():
 
 def test_spool_keeps_bytes_and_count_and_spills_to_file():
     events = make_events(50)
-    with ReverseSpool(max_memory=256) as spool:
+    with ReverseSpool(max_events_in_memory=30) as spool:
         spool.add_page(events[25:][::-1])
         spool.add_page([])
+        assert spool.spilled is False  # 25 events: held in memory as they are
+        assert list(spool.iter_events()) == events[25:]
         spool.add_page(events[:25][::-1])
         assert spool.count == 50
-        assert spool._file._rolled is True  # past max_memory: on disk, not in memory
+        assert spool.spilled is True  # past the limit: on disk, not in memory
         assert b"".join(spool.iter_pages()) == b"".join(event_line(e) for e in events)
+        assert list(spool.iter_events()) == events
     assert event_line({"message": "é", "data": None}) == '{"message":"é","data":null}\n'.encode()
 
 
