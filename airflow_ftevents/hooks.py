@@ -47,7 +47,6 @@ from airflow_ftevents.errors import (
 )
 
 CONN_TYPE = "openai_ftevents"
-STREAM_CHUNK = 64 * 1024
 
 
 class FineTuneEventsHook(BaseHook):
