@@ -669,7 +669,11 @@ def trigger_log_events(dag_id):
     for path in sorted(Path(os.environ["AIRFLOW_HOME"], "logs", "dag_id=" + dag_id).rglob("*trigger*")):
         for line in path.read_text().splitlines():
             record = json.loads(line)
-            if record.get("logger") == "airflow_ftevents.triggers.FineTuneJobTrigger":
+            # 3.3 names the trigger's logger; 3.1 writes no logger name, only the emitting file
+            logger = record.get("logger")
+            if logger == "airflow_ftevents.triggers.FineTuneJobTrigger" or (
+                logger is None and record.get("filename") == "jobstate.py"
+            ):
                 events.append(record["event"])
     return events
 
