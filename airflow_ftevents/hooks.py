@@ -31,6 +31,7 @@ from airflow_ftevents.core.paging import (
     events_request,
     job_request,
     legacy_events,
+    legacy_events_request,
     legacy_tail_plan,
     tail_new,
     walk_back,
@@ -197,9 +198,7 @@ class FineTuneEventsHook(BaseHook):
         if self.api == LEGACY:
             if after is not None or limit is not None:
                 raise ValueError("after and limit do not apply to the legacy fine-tunes API; omit them")
-            request = ApiRequest(
-                ("fine-tunes", job_id, "events"), {"stream": False}, f"GET events of fine-tune {job_id}"
-            )
+            request = legacy_events_request(job_id)
         else:
             if limit is not None:
                 check_page_size(limit)

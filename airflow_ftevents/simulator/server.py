@@ -231,17 +231,17 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_json(self, status: int, obj: Any, fault: Applied | None = None, **kw: Any) -> None:
         self._send(status, _dumps(obj, self.server.sim.raw_utf8), fault=fault, **kw)
 
-    def _send_chunked_json(self, pieces: Iterator[bytes], fault: Applied | None) -> None:
-        """Send a large JSON body with chunked encoding, generated piece by piece."""
-        headers = [
-            ("Content-Type", "application/json"),
-            ("Transfer-Encoding", "chunked"),
-            ("x-request-id", self._request_id),
-        ]
+    def _start_chunked(self, headers: list[tuple[str, str]], fault: Applied | None) -> None:
+        """Log a 200 and send its head for a chunked body (a big JSON page or an event stream)."""
+        headers = [*headers, ("Transfer-Encoding", "chunked"), ("x-request-id", self._request_id)]
         if fault:
             headers += list(fault.params.get("headers", {}).items())
         self._log(200)
         self._write(self._head(200, headers))
+
+    def _send_chunked_json(self, pieces: Iterator[bytes], fault: Applied | None) -> None:
+        """Send a large JSON body with chunked encoding, generated piece by piece."""
+        self._start_chunked([("Content-Type", "application/json")], fault)
         for piece in pieces:
             self._chunk(piece)
         self._write(b"0\r\n\r\n")
@@ -572,16 +572,7 @@ class _Handler(BaseHTTPRequestHandler):
             assert fault is not None
             drop_after = int(fault.params.get("after_events", 1))
         unknown = kind == "unknown_fields"
-        headers = [
-            ("Content-Type", "text/event-stream"),
-            ("Cache-Control", "no-cache"),
-            ("Transfer-Encoding", "chunked"),
-            ("x-request-id", self._request_id),
-        ]
-        if fault:
-            headers += list(fault.params.get("headers", {}).items())
-        self._log(200)
-        self._write(self._head(200, headers))
+        self._start_chunked([("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache")], fault)
 
         def line(i: int) -> bytes:
             event = job.legacy_event(i)
