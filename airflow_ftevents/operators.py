@@ -248,11 +248,13 @@ class FineTuneEventsExportOperator(BaseOperator):
 
     def execute_complete(self, context: Context, event: Any = None) -> Any:
         """Resume after the trigger: export once the job finished, whatever its outcome."""
-        from airflow_ftevents.triggers import validate_trigger_event
+        from airflow_ftevents.triggers import error_from_event, validate_trigger_event
 
         event = validate_trigger_event(event)
         status = event["status"]
-        if status in ("timeout", "error"):
+        if status == "error":  # the trigger's own exception, with its status code and request id
+            raise error_from_event(event)
+        if status == "timeout":
             raise AirflowException(f"{event['message']}; nothing was exported")
         if status != "success":
             self.log.warning("%s; exporting its events anyway", event["message"])

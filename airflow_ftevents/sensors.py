@@ -38,7 +38,6 @@ from airflow_ftevents.core.jobstate import (
     log_event,
 )
 from airflow_ftevents.core.paging import CURRENT, DEFAULT_PAGE_SIZE, TailState, check_page_size
-from airflow_ftevents.errors import FineTuneEventsError
 from airflow_ftevents.links import FineTuneJobLink
 
 try:  # Airflow >= 3.2: the Task SDK owns these; airflow.exceptions warns about them
@@ -308,6 +307,7 @@ class FineTuneJobSensor(BaseSensorOperator):
                 last_event=progress.last_event,
                 log_events=self.log_events,
                 page_size=self.page_size,
+                error_events=progress.error_events,
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=max(deadline - wall_clock(), 0.0) + DEFER_GRACE_SECONDS),
@@ -318,7 +318,7 @@ class FineTuneJobSensor(BaseSensorOperator):
 
         ``**kwargs``: a real triggerer passes the ``defer(kwargs=...)`` along (there are none today).
         """
-        from airflow_ftevents.triggers import validate_trigger_event
+        from airflow_ftevents.triggers import error_from_event, validate_trigger_event
 
         event = validate_trigger_event(event)
         status, message = event["status"], event["message"]
@@ -334,8 +334,9 @@ class FineTuneJobSensor(BaseSensorOperator):
                 raise AirflowSkipException(message)
             raise AirflowSensorTimeout(message)
         # "error": an API or connection problem; an ordinary failure that retries may cure, and not an
-        # AirflowException, so soft_fail does not turn it into a skip.
-        raise FineTuneEventsError(message)
+        # AirflowException, so soft_fail does not turn it into a skip. The trigger's own exception
+        # (class, status code, code, request id) is raised again.
+        raise error_from_event(event)
 
     # -- where the progress lives between pokes ----------------------------------------------------
 

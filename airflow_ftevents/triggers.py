@@ -15,8 +15,10 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_ftevents import errors
 from airflow_ftevents.core.jobstate import (
     SUCCEEDED,
+    compact_event,
     failure_message,
     is_known,
     is_terminal,
@@ -25,15 +27,56 @@ from airflow_ftevents.core.jobstate import (
     log_event,
 )
 from airflow_ftevents.core.paging import DEFAULT_PAGE_SIZE, TailState
+from airflow_ftevents.core.polling import next_poll_delay
 from airflow_ftevents.errors import FineTuneEventsError
 
 EVENT_STATUSES = frozenset({"success", "failed", "cancelled", "timeout", "error"})
 MAX_ERROR_EVENTS = 10
 
 
-def trigger_event_payload(status: str, message: str, job: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The one shape of the trigger's event: ``{"status", "message", "job"}``."""
-    return {"status": status, "message": message, "job": dict(job) if job is not None else None}
+def trigger_event_payload(
+    status: str,
+    message: str,
+    job: Mapping[str, Any] | None,
+    error: FineTuneEventsError | None = None,
+) -> dict[str, Any]:
+    """The one shape of the trigger's event: ``{"status", "message", "job"}``.
+
+    An ``error`` event also carries the exception's class and attributes (``"error"``), so the task
+    raises the same exception the trigger met, with its status code, code and request id.
+    """
+    payload = {"status": status, "message": message, "job": dict(job) if job is not None else None}
+    if error is not None:
+        payload["error"] = {
+            "class": type(error).__name__,
+            "message": error.message,
+            "status_code": error.status_code,
+            "code": error.code,
+            "request_id": error.request_id,
+            "hint": error.hint,
+        }
+    return payload
+
+
+def error_from_event(event: Mapping[str, Any]) -> FineTuneEventsError:
+    """The exception an ``error`` event stands for: the trigger's own, rebuilt from its attributes."""
+    details = event.get("error")
+    if isinstance(details, Mapping):
+        cls = getattr(errors, str(details.get("class")), None)
+        if isinstance(cls, type) and issubclass(cls, FineTuneEventsError):
+            status_code = details.get("status_code")
+            return cls(
+                str(details.get("message") or event["message"]),
+                status_code=status_code if isinstance(status_code, int) else None,
+                code=_text_or_none(details.get("code")),
+                request_id=_text_or_none(details.get("request_id")),
+                hint=_text_or_none(details.get("hint")),
+            )
+    return FineTuneEventsError(str(event["message"]))
+
+
+def _text_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def validate_trigger_event(event: Any) -> dict[str, Any]:
@@ -57,13 +100,16 @@ def validate_trigger_event(event: Any) -> dict[str, Any]:
 class FineTuneJobTrigger(BaseTrigger):
     """Poll a job every ``poll_interval`` seconds until it is terminal or ``end_time`` has passed.
 
+    Each wait is up to 10% shorter, at random, so triggers that woke together do not stay in step.
+
     :param job_id: the fine-tuning job to watch.
     :param conn_id: Airflow connection of the API (see FineTuneEventsHook).
     :param api: ``"fine_tuning"`` or ``"fine_tunes"`` (legacy).
-    :param poll_interval: seconds between polls.
+    :param poll_interval: seconds between polls (at most; see above).
     :param end_time: unix seconds after which the trigger gives up with a ``timeout`` event.
     :param tail_state: where the sensor stopped reading events, so each event is logged once.
     :param last_event: the newest event seen before deferring (for the summary).
+    :param error_events: error-level events seen before deferring (compact), for the failure message.
     :param log_events: log each new event in the task log.
     """
 
@@ -78,6 +124,7 @@ class FineTuneJobTrigger(BaseTrigger):
         last_event: Mapping[str, Any] | None = None,
         log_events: bool = True,
         page_size: int = DEFAULT_PAGE_SIZE,
+        error_events: list[Mapping[str, Any]] | None = None,
     ) -> None:
         super().__init__()
         self.job_id = job_id
@@ -89,6 +136,7 @@ class FineTuneJobTrigger(BaseTrigger):
         self.last_event = dict(last_event) if last_event else None
         self.log_events = log_events
         self.page_size = page_size
+        self.error_events = [dict(e) for e in (error_events or [])][-MAX_ERROR_EVENTS:]
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Plain JSON-safe kwargs, no secrets: the key is looked up from the connection at run time."""
@@ -104,6 +152,7 @@ class FineTuneJobTrigger(BaseTrigger):
                 "last_event": self.last_event,
                 "log_events": self.log_events,
                 "page_size": self.page_size,
+                "error_events": self.error_events,
             },
         )
 
@@ -114,7 +163,6 @@ class FineTuneJobTrigger(BaseTrigger):
         from airflow_ftevents.async_client import AsyncFineTuneEventsClient
 
         job: dict[str, Any] = {}
-        error_events: list[dict[str, Any]] = []
         warned_status: set[str] = set()
         try:
             client = await AsyncFineTuneEventsClient.from_connection(self.conn_id, self.api, logger=self.log)
@@ -130,18 +178,19 @@ class FineTuneJobTrigger(BaseTrigger):
                     async for event in client.read_new_events(self.job_id, self.state, self.page_size):
                         self.last_event = event
                         if event.get("level") == "error":
-                            error_events = [*error_events[-(MAX_ERROR_EVENTS - 1) :], event]
+                            compact = compact_event(event) or {}
+                            self.error_events = [*self.error_events[-(MAX_ERROR_EVENTS - 1) :], compact]
                         if self.log_events:
                             log_event(self.log, event)
                 except FineTuneEventsError as exc:
                     if not exc.retryable:
-                        yield TriggerEvent(trigger_event_payload("error", str(exc), self._summary(job)))
+                        yield TriggerEvent(trigger_event_payload("error", str(exc), self._summary(job), exc))
                         return
                     self.log.warning("Polling job %s failed, will poll again: %s", self.job_id, exc)
                 else:
                     status = job_status(job)
                     if is_terminal(status):
-                        yield TriggerEvent(self._final_event(status, job, error_events))
+                        yield TriggerEvent(self._final_event(status, job))
                         return
                     if not is_known(status) and status not in warned_status:
                         warned_status.add(status)
@@ -150,23 +199,20 @@ class FineTuneJobTrigger(BaseTrigger):
                             self.job_id,
                             status,
                         )
-                delay = self.poll_interval
-                if self.end_time is not None:
-                    remaining = self.end_time - time.time()
-                    if remaining <= 0:
-                        yield TriggerEvent(
-                            trigger_event_payload(
-                                "timeout",
-                                f"Fine-tuning job {self.job_id} did not finish before the deadline "
-                                f"(last status {job_status(job) if job else 'unknown'!r})",
-                                self._summary(job),
-                            )
+                delay = next_poll_delay(self.poll_interval, self.end_time, time.time())
+                if delay is None:
+                    yield TriggerEvent(
+                        trigger_event_payload(
+                            "timeout",
+                            f"Fine-tuning job {self.job_id} did not finish before the deadline "
+                            f"(last status {job_status(job) if job else 'unknown'!r})",
+                            self._summary(job),
                         )
-                        return
-                    delay = min(delay, remaining)
+                    )
+                    return
                 await asyncio.sleep(delay)
 
-    def _final_event(self, status: str, job: Mapping[str, Any], error_events: list[dict[str, Any]]) -> dict:
+    def _final_event(self, status: str, job: Mapping[str, Any]) -> dict:
         summary = self._summary(job)
         if status == SUCCEEDED:
             model = job.get("fine_tuned_model")
@@ -175,4 +221,4 @@ class FineTuneJobTrigger(BaseTrigger):
                 f"Fine-tuning job {self.job_id} succeeded" + (f": {model}" if model else ""),
                 summary,
             )
-        return trigger_event_payload(status, failure_message(self.job_id, job, error_events), summary)
+        return trigger_event_payload(status, failure_message(self.job_id, job, self.error_events), summary)

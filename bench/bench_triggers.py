@@ -39,7 +39,7 @@ from typing import Any
 from results_md import replace_section
 
 KEY = "sk-bench-triggers-0123456789"
-SECTION = "## Trigger concurrency"
+SECTION = "## Trigger concurrency"  # the stress run (poll_interval 5 s); other intervals get their own
 
 
 # -- the simulator, in its own process ---------------------------------------------------------------
@@ -118,6 +118,8 @@ class GcPauses:
 
     def __init__(self) -> None:
         self.pauses: list[tuple[float, float]] = []
+        self.full: list[tuple[float, int]] = []  # full (gen 2) collections: duration, garbage found
+        self.total = 0.0  # seconds spent collecting so far
         self._start = 0.0
         gc.callbacks.append(self._callback)
 
@@ -125,7 +127,11 @@ class GcPauses:
         if phase == "start":
             self._start = time.perf_counter()
         else:
-            self.pauses.append((self._start, time.perf_counter()))
+            end = time.perf_counter()
+            self.pauses.append((self._start, end))
+            self.total += end - self._start
+            if info["generation"] == 2:
+                self.full.append((end - self._start, info["collected"]))
 
     def within(self, start: float, end: float, ends: list[float]) -> float:
         """Seconds of collector pauses inside [start, end]; ``ends`` = pause end times, in order."""
@@ -137,6 +143,40 @@ class GcPauses:
         return total
 
 
+class StepTimer:
+    """Times every callback the event loop runs: one step of a trigger, from one await to the next.
+
+    This is what "blocking the loop" means for a trigger; the collector's pauses that fall inside a
+    step are counted apart, as they belong to the process, not to the step.
+    """
+
+    def __init__(self, gc_pauses: GcPauses) -> None:
+        self.gc_pauses = gc_pauses
+        self.reset()
+        self._original = asyncio.events.Handle._run
+        timer = self
+
+        def timed_run(handle: asyncio.events.Handle) -> None:
+            gc_before, start = gc_pauses.total, time.perf_counter()
+            timer._original(handle)
+            took = time.perf_counter() - start
+            own = took - (gc_pauses.total - gc_before)
+            timer.steps += 1
+            if took > timer.longest:
+                timer.longest = took
+            if own > timer.longest_own:
+                timer.longest_own = own
+            if own > 0.1:
+                timer.own_over_100ms += 1
+
+        asyncio.events.Handle._run = timed_run  # type: ignore[method-assign]
+
+    def reset(self) -> None:
+        self.steps = 0
+        self.longest = self.longest_own = 0.0
+        self.own_over_100ms = 0
+
+
 @dataclass
 class PhaseResult:
     name: str
@@ -146,6 +186,12 @@ class PhaseResult:
     stall: float = 0.0
     stall_without_gc: float = 0.0
     longest_gc: float = 0.0
+    full_collections: int = 0
+    full_garbage: int = 0
+    steps: int = 0
+    longest_step: float = 0.0
+    longest_step_own: float = 0.0
+    steps_over_100ms: int = 0
     stalls_over_100ms: int = 0
     gap_p99: float = 0.0
     wakeups: int = 0
@@ -161,6 +207,17 @@ class PhaseResult:
             return float("nan")
         ordered = sorted(self.latencies)
         return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def idle_full_collection() -> tuple[float, int]:
+    """Median time of a full collection of the heap that importing Airflow and the provider leaves,
+    no trigger running: what any full collection costs a triggerer on this machine, at least."""
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        gc.collect()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[2] * 1000, len(gc.get_objects())
 
 
 # -- the peer: the blocking hook inside the async trigger ---------------------------------------------
@@ -191,7 +248,7 @@ def blocking_trigger_class() -> type:
                             log_event(self.log, event)
                     status = job_status(job)
                     if is_terminal(status):
-                        yield TriggerEvent(self._final_event(status, job, []))
+                        yield TriggerEvent(self._final_event(status, job))
                         return
                     await asyncio.sleep(self.poll_interval)
             finally:
@@ -210,6 +267,7 @@ async def run_phase(
     start_spread: float,
     cap: float,
     gc_pauses: GcPauses,
+    step_timer: StepTimer,
 ) -> PhaseResult:
     result = PhaseResult(name)
     detected: dict[str, float] = {}
@@ -235,7 +293,8 @@ async def run_phase(
 
     sampler = RssSampler()
     sampler.start()
-    gc_before = len(gc_pauses.pauses)
+    gc_before, full_before = len(gc_pauses.pauses), len(gc_pauses.full)
+    step_timer.reset()
     wall, cpu = time.perf_counter(), time.process_time()
     tick = asyncio.ensure_future(ticker())
     tasks = [asyncio.ensure_future(watch(n, job_id)) for n, job_id in enumerate(finish)]
@@ -249,6 +308,8 @@ async def run_phase(
     stop.set()
     await tick
     result.wall, result.cpu = time.perf_counter() - wall, time.process_time() - cpu
+    result.steps, result.steps_over_100ms = step_timer.steps, step_timer.own_over_100ms
+    result.longest_step, result.longest_step_own = step_timer.longest, step_timer.longest_own
     sampler.running = False
     sampler.join()
     result.peak_rss = sampler.peak
@@ -264,6 +325,9 @@ async def run_phase(
     result.wakeups = len(ordered)
     new_pauses = gc_pauses.pauses[gc_before:]
     result.longest_gc = max((b - a for a, b in new_pauses), default=0.0)
+    full = gc_pauses.full[full_before:]
+    result.full_collections = len(full)
+    result.full_garbage = sum(collected for _, collected in full)
     return result
 
 
@@ -276,8 +340,12 @@ def describe(result: PhaseResult) -> dict[str, str]:
         "stall": f"{result.stall * 1000:.0f} ms",
         "stall_nogc": f"{result.stall_without_gc * 1000:.0f} ms",
         "over100": f"{result.stalls_over_100ms} of {result.wakeups:,}",
+        "step": f"{result.longest_step * 1000:.0f} ms",
+        "step_own": f"{result.longest_step_own * 1000:.1f} ms ({result.steps_over_100ms} of "
+        f"{result.steps:,} over 100 ms)",
         "gap_p99": f"{max(result.gap_p99, 0) * 1000:.0f} ms",
         "gc": f"{result.longest_gc * 1000:.0f} ms",
+        "full_gc": f"{result.full_collections} (garbage found: {result.full_garbage:,} objects)",
         "rss": f"{result.peak_rss:.0f} MB",
         "requests": f"{result.requests:,}",
         "cpu": f"{result.cpu:.1f} s in {result.wall:.0f} s",
@@ -306,6 +374,7 @@ def main() -> None:
     )
     parser.add_argument("--no-write", action="store_true", help="do not update bench/RESULTS.md")
     args = parser.parse_args()
+    section_title = SECTION if args.poll == 5 else f"{SECTION}, poll_interval {args.poll:g} s"
 
     load_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -322,6 +391,7 @@ def main() -> None:
     from airflow_ftevents.triggers import FineTuneJobTrigger
 
     baseline = rss_mb()
+    full_gc_ms, heap_objects = idle_full_collection()
     if args.server_delay > 0:
         sim.control(
             "POST",
@@ -336,6 +406,7 @@ def main() -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     event_log.addHandler(handler)
     gc_pauses = GcPauses()
+    step_timer = StepTimer(gc_pauses)
     span = args.max_duration - args.min_duration
     durations = [args.min_duration + span * n / max(1, args.jobs - 1) for n in range(args.jobs)]
     cap = args.max_duration + 2 * args.poll + 30
@@ -371,7 +442,9 @@ def main() -> None:
         finish = sim.add_jobs(prefix, durations, args.events)
         sim_cpu = sim.cpu_seconds()
         print(f"{name}: {args.jobs} jobs finishing in {args.min_duration:g}-{args.max_duration:g} s ...")
-        phase = run_phase(name, make(cls, time.time() + cap), finish, args.poll, cap + 15, gc_pauses)
+        phase = run_phase(
+            name, make(cls, time.time() + cap), finish, args.poll, cap + 15, gc_pauses, step_timer
+        )
         result = asyncio.run(phase)
         log = sim.requests()
         result.requests = len(log)
@@ -399,8 +472,11 @@ def main() -> None:
         ("longest event-loop stall", "stall"),
         ("longest stall, GC pauses taken out", "stall_nogc"),
         ("wake-ups late by over 100 ms", "over100"),
+        ("longest single step (one callback of the loop)", "step"),
+        ("longest single step, GC pauses inside it taken out", "step_own"),
         ("wake-up lateness p99", "gap_p99"),
         ("longest GC pause", "gc"),
+        ("full collections during the phase", "full_gc"),
         ("peak RSS (sampled)", "rss"),
         ("HTTP requests made", "requests"),
         ("CPU time of this process, in the phase's wall time", "cpu"),
@@ -411,9 +487,15 @@ def main() -> None:
     verdicts = [
         f"p99 latency {ours.pct(0.99):.2f} s vs target < {target_p99:g} s: "
         + ("met" if ours.pct(0.99) < target_p99 and not ours.undetected else "MISSED"),
-        f"longest stall {ours.stall * 1000:.0f} ms vs target < 100 ms: "
+        f"blocking: the longest single step of the loop, GC pauses inside it taken out, took "
+        f"{ours.longest_step_own * 1000:.1f} ms vs target < 100 ms: "
+        + ("met" if ours.longest_step_own < 0.1 else "MISSED"),
+        f"longest stall of the loop, all causes, {ours.stall * 1000:.0f} ms vs target < 100 ms: "
         + ("met" if ours.stall < 0.1 else "MISSED")
-        + f" ({ours.stall_without_gc * 1000:.0f} ms without GC pauses)",
+        + f" ({ours.stall_without_gc * 1000:.0f} ms with GC pauses taken out; {ours.full_collections} "
+        f"full collections in the phase, the longest pause {ours.longest_gc * 1000:.0f} ms, garbage they "
+        f"found {ours.full_garbage:,} objects; a full collection of the heap before any trigger exists "
+        f"takes {full_gc_ms:.0f} ms here, {heap_objects:,} objects)",
         f"peak RSS {ours.peak_rss:.0f} MB vs target < 300 MB: "
         + ("met" if ours.peak_rss < 300 else "MISSED")
         + f" (Airflow + provider imported before any trigger: {baseline:.0f} MB; "
@@ -440,7 +522,7 @@ def main() -> None:
         )
     section = "\n".join(
         [
-            SECTION,
+            section_title,
             "",
             f"Command: `{command}` ({date.today().isoformat()}, Python {platform.python_version()} "
             f"{platform.machine()}, {os.cpu_count()} CPUs shared with other work).",
@@ -458,13 +540,14 @@ def main() -> None:
             f"of {cap:g} s; the phases run one after the other: ours, the peer, ours again after "
             "gc.freeze() (the objects made by importing Airflow are then left out of collections).",
             "",
-            "Where the long gaps come from (found by timing every loop callback in a separate run): no "
-            "single callback of ours ran over 100 ms except garbage collections of the Airflow-sized "
-            "heap (gen 2, 200-450 ms, whatever the trigger); the other long gaps are loop iterations "
-            "that run hundreds of ready trigger steps of 1-2 ms each, after such a pause or when the "
-            "loop is near saturation at this request rate on 2 shared CPUs. Nothing blocks on I/O: "
-            "the peer column is what a blocking call does, and the trigger test suite checks a loop "
-            "with 10 triggers on slow answers stays under 100 ms.",
+            "Two measures of the loop's health: the stall (above), which counts everything that kept "
+            "the loop away, garbage collection included, and the longest single step (every callback "
+            "the loop runs is timed: one trigger's work from one await to the next), which is what a "
+            "trigger that blocks the loop would show. CPython's full collections stop the whole "
+            "process for a time that grows with the heap, which Airflow's imports alone make large; "
+            "they run when long-lived objects have grown by a quarter, which 1,000 triggers arriving "
+            "do by themselves, or when garbage cycles pile up, which our triggers no longer create "
+            "(the test suite checks that polling leaves none).",
             "",
             *rows,
             "",
@@ -474,8 +557,8 @@ def main() -> None:
     )
     print("\n" + section)
     if not args.no_write:
-        replace_section(SECTION, section)
-        print(f"wrote {SECTION!r} in bench/RESULTS.md")
+        replace_section(section_title, section)
+        print(f"wrote {section_title!r} in bench/RESULTS.md")
 
 
 if __name__ == "__main__":

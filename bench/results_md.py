@@ -8,9 +8,9 @@ RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
 def replace_section(heading: str, section: str, path: Path = RESULTS) -> None:
-    """Replace the section that starts with ``heading`` (or append it)."""
+    """Replace the section whose heading line is exactly ``heading`` (or append it)."""
     text = path.read_text() if path.exists() else "# Benchmark results\n"
-    start = text.find(heading)
+    start = text.find(heading + "\n")
     if start == -1:
         text = text.rstrip("\n") + "\n\n" + section
     else:

@@ -390,7 +390,9 @@ FAULTS: tuple[Fault, ...] = (
                 ("iter_events", "stream", "sensor", "export"),
             ),
             "trigger": event("error", "came back empty with has_more=true"),
-            "sensor_deferred": error("FineTuneEventsError", None, None, "came back empty with has_more=true"),
+            "sensor_deferred": error(
+                "FineTuneEventsPagingError", None, "empty_page_has_more", "came back empty with has_more=true"
+            ),
         },
         (Injection("empty_has_more", 1),),
         transform="empty_has_more",
@@ -497,7 +499,9 @@ FAULTS: tuple[Fault, ...] = (
                 "FineTuneEventsAuthError", 401, "invalid_request_error", "Incorrect API key provided: ***"
             ),
             "trigger": event("error", "HTTP 401", "Incorrect API key provided: ***"),
-            "sensor_deferred": error("FineTuneEventsError", None, None, "Incorrect API key provided: ***"),
+            "sensor_deferred": error(
+                "FineTuneEventsAuthError", 401, "invalid_request_error", "Incorrect API key provided: ***"
+            ),
         },
         (Injection("401", 1, params={"message": KEY_ECHO}),),
     ),

@@ -12,7 +12,7 @@ from conftest import API_KEY
 
 from airflow_ftevents.async_client import AsyncFineTuneEventsClient
 from airflow_ftevents.core.config import ApiConfig
-from airflow_ftevents.core.paging import TailState
+from airflow_ftevents.core.paging import TailState, job_request
 from airflow_ftevents.errors import (
     FineTuneEventsAPIError,
     FineTuneEventsConnectionError,
@@ -93,14 +93,18 @@ def sleeps(monkeypatch) -> list[float]:
     return calls
 
 
+class RecordingTransport(httpx.MockTransport):
+    """A mock transport that remembers being closed."""
+
+    closed = False
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
 async def make_client(server: Server, config: ApiConfig | None = None, api: str = "fine_tuning"):
     config = config or ApiConfig(api_key=API_KEY, base_url=BASE, max_retries=2)
-    client = AsyncFineTuneEventsClient(config, api)
-    await client._client.aclose()
-    client._client = httpx.AsyncClient(
-        transport=httpx.MockTransport(server.handler), headers=config.headers()
-    )
-    return client
+    return AsyncFineTuneEventsClient(config, api, transport=RecordingTransport(server.handler))
 
 
 async def test_get_job(server):
@@ -111,7 +115,9 @@ async def test_get_job(server):
     (request,) = server.requests
     assert str(request.url) == f"{BASE}/fine_tuning/jobs/{JOB}"
     assert request.headers["Authorization"] == f"Bearer {API_KEY}"
-    assert client._client.is_closed
+    assert request.headers["Accept-Encoding"] == "gzip, deflate"
+    assert request.extensions["timeout"] == httpx.Timeout(600.0, connect=5.0).as_dict()
+    assert client._transport.closed
 
 
 async def test_read_new_events_oldest_first_and_only_new(server):
@@ -234,9 +240,7 @@ async def test_azure_headers_and_escaped_job_id(server):
         seen.append(request)
         return httpx.Response(200, json={"status": "queued"})
 
-    client = await make_client(server, config)
-    client._client = httpx.AsyncClient(transport=httpx.MockTransport(handler), headers=config.headers())
-    async with client:
+    async with AsyncFineTuneEventsClient(config, transport=httpx.MockTransport(handler)) as client:
         await client.get_job("../x?y")
     (request,) = seen
     assert request.url.raw_path == b"/v1/fine_tuning/jobs/..%2Fx%3Fy?api-version=2024-10-21"
@@ -262,6 +266,58 @@ async def test_from_connection_reads_the_airflow_connection(monkeypatch):
     async with await AsyncFineTuneEventsClient.from_connection(CONN_ID, timeout=3, max_retries=1) as client:
         assert (client.config.base_url, client.config.organization) == (BASE, "org-a")
         assert (client.config.timeout, client.config.max_retries) == (3.0, 1)
-        assert client._client.timeout == httpx.Timeout(3.0, connect=5.0)
-        assert client._client.headers["Authorization"] == f"Bearer {API_KEY}"
-        assert client._client.headers["OpenAI-Organization"] == "org-a"
+        request = client.build_request(job_request("fine_tuning", JOB))
+        assert request.extensions["timeout"] == httpx.Timeout(3.0, connect=5.0).as_dict()
+        assert request.headers["Authorization"] == f"Bearer {API_KEY}"
+        assert request.headers["OpenAI-Organization"] == "org-a"
+        assert str(request.url) == f"{BASE}/fine_tuning/jobs/{JOB}"
+
+
+async def test_one_client_serves_concurrent_calls_each_with_its_own_retries(server, sleeps, caplog):
+    """The retry policy is built once per client; concurrent calls must not share their attempts."""
+    busy = {"error": {"message": "overloaded", "type": "server_error", "code": None}}
+    answers = {
+        "ftjob-a": [httpx.Response(503, json=busy), httpx.Response(200, json={"status": "running"})],
+        "ftjob-b": [httpx.Response(200, json={"status": "queued"})],
+    }
+
+    b_answered = asyncio.Event()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        job = request.url.path.rsplit("/", 1)[1]
+        server.requests.append(request)
+        if job == "ftjob-a" and len(answers[job]) == 2:
+            await b_answered.wait()  # a's first attempt is still in flight while b runs and ends
+        if job == "ftjob-b":
+            b_answered.set()
+        return answers[job].pop(0)
+
+    caplog.set_level("WARNING", logger="airflow_ftevents.async_client")
+    config = ApiConfig(api_key=API_KEY, base_url=BASE, max_retries=1)
+    async with AsyncFineTuneEventsClient(config, transport=httpx.MockTransport(handler)) as client:
+        a, b = await asyncio.gather(client.get_job("ftjob-a"), client.get_job("ftjob-b"))
+    assert (a, b) == ({"status": "running"}, {"status": "queued"})
+    assert [r.url.path for r in server.requests] == [
+        "/v1/fine_tuning/jobs/ftjob-a",
+        "/v1/fine_tuning/jobs/ftjob-b",
+        "/v1/fine_tuning/jobs/ftjob-a",
+    ]
+    assert len(sleeps) == 1
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line.startswith("GET fine-tuning job ftjob-a failed (")
+    assert line.endswith(f"); retry 1 of 1 in {sleeps[0]:.2f} s")
+
+
+def test_proxy_comes_from_the_environment_as_for_the_sync_hook(monkeypatch):
+    from airflow_ftevents.async_client import environment_proxy
+
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1,.internal.test")
+    assert environment_proxy("https://api.test/v1") is None
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.test:3128")
+    assert environment_proxy("https://api.test/v1") == "http://proxy.test:3128"
+    assert environment_proxy("http://127.0.0.1:8000/v1") is None
+    assert environment_proxy("https://llm.internal.test/v1") is None
+    monkeypatch.setenv("ALL_PROXY", "socks5://proxy.test:1080")
+    assert environment_proxy("http://api.test/v1") == "socks5://proxy.test:1080"

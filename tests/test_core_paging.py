@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from airflow_ftevents.core import jobstate
 from airflow_ftevents.core.drivers import run_sync
 from airflow_ftevents.core.paging import (
+    MIN_TAIL_PAGE,
     ApiRequest,
     TailState,
     check_page_size,
@@ -367,6 +368,51 @@ def test_tail_reads_everything_first_then_only_new_pages():
     assert read_oldest_first(tail_new(JOB, state, 3), api) == []
     assert api.afters == [None]
     assert state == TailState("ftevent-000013", T0 + 4, 14)
+
+
+def test_tail_first_page_is_sized_by_what_the_last_read_found():
+    """Catching up reads full pages; afterwards a poll asks for ~2x the last read's new events."""
+    api = FakeEventsApi(make_events(250))
+    state = TailState()
+    assert len(read_oldest_first(tail_new(JOB, state), api)) == 250
+    assert [r.params["limit"] for r in api.requests] == [100, 100, 100]
+    assert state.last_new == 250
+
+    api.events = make_events(253)  # 3 new: the first page is capped by page_size and ends the read
+    api.requests.clear()
+    assert ids(read_oldest_first(tail_new(JOB, state), api)) == [
+        "ftevent-000250",
+        "ftevent-000251",
+        "ftevent-000252",
+    ]
+    assert [r.params["limit"] for r in api.requests] == [100]
+    assert state.last_new == 3
+
+    api.events = make_events(265)  # 12 new, more than the MIN_TAIL_PAGE first page: one more page
+    api.requests.clear()
+    assert ids(read_oldest_first(tail_new(JOB, state), api)) == [f"ftevent-000{i}" for i in range(253, 265)]
+    assert [r.params["limit"] for r in api.requests] == [MIN_TAIL_PAGE, 100]
+    assert api.afters == [None, "ftevent-000255"]
+    assert state.last_new == 12
+
+    api.requests.clear()  # nothing new: one page of 24 (2 x 12)
+    assert read_oldest_first(tail_new(JOB, state), api) == []
+    assert [r.params["limit"] for r in api.requests] == [24]
+    assert state.last_new == 0
+
+    api.requests.clear()  # and after a quiet poll, the smallest first page
+    assert read_oldest_first(tail_new(JOB, state), api) == []
+    assert [r.params["limit"] for r in api.requests] == [MIN_TAIL_PAGE]
+    assert TailState.from_dict(state.to_dict()) == state  # last_new is not part of the saved cursor
+    assert "last_new" not in state.to_dict()
+
+
+def test_walk_back_first_page_size_only_sizes_the_first_request():
+    api = FakeEventsApi(make_events(7), send_has_more=False)  # has_more inferred from each page's limit
+    assert ids(read_oldest_first(walk_back(JOB, 3, first_page_size=2), api)) == ids(make_events(7))
+    assert [r.params["limit"] for r in api.requests] == [2, 3, 3]
+    with pytest.raises(ValueError, match="page_size must be a whole number >= 1, got 0"):
+        list(run_sync(walk_back(JOB, 3, first_page_size=0), api))
 
 
 def test_tail_dedups_when_newest_seen_id_is_mid_page():

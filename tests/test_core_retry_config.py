@@ -10,6 +10,8 @@ import pytest
 from tenacity import Retrying
 
 from airflow_ftevents.core.config import ApiConfig, check_api
+from airflow_ftevents.core.paging import ApiRequest
+from airflow_ftevents.core.polling import next_poll_delay
 from airflow_ftevents.core.responses import api_error, decode_json, require_mapping, transport_error
 from airflow_ftevents.core.retry import (
     backoff_delay,
@@ -170,6 +172,30 @@ def test_retry_settings_honour_server_delay_then_succeed(caplog):
     ]
 
 
+def test_retry_settings_without_what_name_the_request_of_each_call(caplog):
+    """One policy object per client: the message names the ApiRequest the retried call was given."""
+    sleeps: list[float] = []
+    logger = logging.getLogger("test.ftevents.retry.label")
+    retrying = Retrying(sleep=sleeps.append, **retry_settings(1, logger))
+    busy = FineTuneEventsAPIError("busy", status_code=503, retryable=True, retry_after=0.25)
+    outcomes = {"a": [busy, "A"], "b": [busy, "B"]}
+
+    def fetch(request: ApiRequest) -> str:
+        outcome = outcomes[request.params["k"]].pop(0)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    with caplog.at_level(logging.WARNING, logger=logger.name):
+        assert retrying(fetch, ApiRequest(("x",), {"k": "a"}, "GET job a")) == "A"
+        assert retrying(fetch, ApiRequest(("x",), {"k": "b"}, "GET job b")) == "B"
+        assert retrying(lambda: "no argument") == "no argument"
+    assert [r.getMessage() for r in caplog.records] == [
+        "GET job a failed ([HTTP 503] busy); retry 1 of 1 in 0.25 s",
+        "GET job b failed ([HTTP 503] busy); retry 1 of 1 in 0.25 s",
+    ]
+
+
 def test_retry_settings_backoff_without_server_delay_and_stop_after_max_retries_plus_one():
     sleeps: list[float] = []
     down = FineTuneEventsAPIError("down", status_code=503, retryable=True)
@@ -195,6 +221,24 @@ def test_retry_settings_zero_retries_is_one_attempt():
     with pytest.raises(FineTuneEventsConnectionError):
         _run(_retrying(0, sleeps), [FineTuneEventsConnectionError("x", retryable=True), "ok"])
     assert sleeps == []
+
+
+# -- polling schedule ----------------------------------------------------------------------------
+
+
+def test_next_poll_delay_is_the_interval_less_up_to_ten_percent_jitter():
+    assert next_poll_delay(60.0, None, 0.0, rng=lambda: 0.0) == 60.0
+    assert next_poll_delay(60.0, None, 0.0, rng=lambda: 0.5) == 57.0
+    assert next_poll_delay(60.0, None, 0.0, rng=lambda: 1.0) == 54.0
+    delays = {next_poll_delay(60.0, None, 0.0) for _ in range(200)}
+    assert len(delays) > 100 and all(54.0 <= d <= 60.0 for d in delays)
+
+
+def test_next_poll_delay_keeps_the_deadline():
+    assert next_poll_delay(60.0, 1_000.0, 990.0, rng=lambda: 0.0) == 10.0
+    assert next_poll_delay(60.0, 1_000.0, 900.0, rng=lambda: 0.5) == 57.0
+    assert next_poll_delay(60.0, 1_000.0, 1_000.0) is None
+    assert next_poll_delay(60.0, 1_000.0, 1_000.5) is None
 
 
 # -- config --------------------------------------------------------------------------------------

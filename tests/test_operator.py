@@ -24,7 +24,9 @@ from typing import Any
 import pendulum
 import pytest
 
+from airflow_ftevents.errors import FineTuneEventsAuthError
 from airflow_ftevents.simulator import JobSpec
+from airflow_ftevents.triggers import trigger_event_payload
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -584,6 +586,10 @@ def test_execute_complete_refuses_timeouts_errors_and_malformed_events(sim, sim_
         op.execute_complete({"ti": FakeTI()}, timeout)
     with pytest.raises(ValueError, match="Unexpected trigger event status 'bogus'"):
         op.execute_complete({"ti": FakeTI()}, {"status": "bogus", "message": "", "job": None})
+    met = FineTuneEventsAuthError("Incorrect API key provided", status_code=401, code="invalid_api_key")
+    with pytest.raises(FineTuneEventsAuthError) as info:  # the trigger's own exception, raised again
+        op.execute_complete({"ti": FakeTI()}, trigger_event_payload("error", str(met), None, met))
+    assert (info.value.status_code, info.value.code, str(info.value)) == (401, "invalid_api_key", str(met))
     assert listing(tmp_path) == []
     assert sim.request_log == []
 

@@ -24,6 +24,7 @@ from conftest import API_KEY, CONN_ID, connection_json
 
 from airflow_ftevents import sensors
 from airflow_ftevents.core.jobstate import format_event
+from airflow_ftevents.core.paging import MIN_TAIL_PAGE
 from airflow_ftevents.errors import FineTuneEventsError
 from airflow_ftevents.links import FineTuneJobLink
 from airflow_ftevents.sensors import FineTuneJobSensor
@@ -217,12 +218,13 @@ def test_poke_logs_each_new_event_once_and_reads_only_new_ones(sim, sim_conn) ->
     assert records.lines()[0] == f"[info] Created fine-tuning job: {job_id}"
     assert summary == expected_summary(sim, job_id)
 
-    # Steady state: a further poke reads the job and one page, nothing else, and logs no event.
+    # Steady state: a further poke reads the job and one small page (the last poke found nothing
+    # new, so the first page asks for MIN_TAIL_PAGE events), nothing else, and logs no event.
     before = len(sim.request_log)
     assert sensor.poke(ctx).xcom_value == summary
     assert sim.request_log[before:] == [
         ("GET", f"/v1/fine_tuning/jobs/{job_id}", 200),
-        ("GET", f"/v1/fine_tuning/jobs/{job_id}/events?limit=100", 200),
+        ("GET", f"/v1/fine_tuning/jobs/{job_id}/events?limit={MIN_TAIL_PAGE}", 200),
     ]
     assert event_lines(records, events) == [format_event(e) for e in events]
 
@@ -450,6 +452,7 @@ def test_running_job_defers_with_exact_trigger_kwargs(sim, sim_conn, monkeypatch
         "last_event": compact(first[1]),
         "log_events": True,
         "page_size": 50,
+        "error_events": [],
     }
     text = json.dumps(kwargs)
     assert API_KEY not in text
@@ -514,6 +517,35 @@ def test_complete_error_is_an_ordinary_failure(soft_fail) -> None:
     with pytest.raises(FineTuneEventsError) as info:
         resume({"status": "error", "message": "HTTP 401 invalid key", "job": None}, soft_fail=soft_fail)
     assert str(info.value) == "HTTP 401 invalid key"
+
+
+def test_complete_error_raises_the_triggers_own_exception_again() -> None:
+    """What the trigger met (class, status code, code, request id) is what the task raises."""
+    from airflow_ftevents.errors import FineTuneEventsNotFoundError
+    from airflow_ftevents.triggers import trigger_event_payload
+
+    met = FineTuneEventsNotFoundError(
+        "No such job: ftjob-x", status_code=404, code="not_found", request_id="req_9", hint="Check the id"
+    )
+    with pytest.raises(FineTuneEventsNotFoundError) as info:
+        resume(trigger_event_payload("error", str(met), None, met))
+    got = info.value
+    assert (got.message, got.status_code, got.code, got.request_id, got.hint) == (
+        "No such job: ftjob-x",
+        404,
+        "not_found",
+        "req_9",
+        "Check the id",
+    )
+    assert (
+        str(got)
+        == str(met)
+        == "[HTTP 404, code=not_found] No such job: ftjob-x (request id req_9). Check the id"
+    )
+    forged = {"status": "error", "message": "m", "job": None, "error": {"class": "KeyError", "message": "x"}}
+    with pytest.raises(FineTuneEventsError) as plain:
+        resume(forged)
+    assert type(plain.value) is FineTuneEventsError and str(plain.value) == "m"
 
 
 @pytest.mark.parametrize(

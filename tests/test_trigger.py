@@ -8,10 +8,14 @@ The trigger runs outside any task here, as the connection lookup of a triggerer 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import logging
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,8 +24,9 @@ from conftest import API_KEY, CONN_ID, connection_json
 from airflow_ftevents.async_client import AsyncFineTuneEventsClient
 from airflow_ftevents.core.jobstate import format_event
 from airflow_ftevents.core.paging import TailState
+from airflow_ftevents.errors import FineTuneEventsNotFoundError
 from airflow_ftevents.simulator import JobSpec
-from airflow_ftevents.triggers import FineTuneJobTrigger
+from airflow_ftevents.triggers import FineTuneJobTrigger, error_from_event
 
 SUMMARY_KEYS = ("id", "created_at", "level", "type", "message", "data")
 _loggers = 0
@@ -108,7 +113,7 @@ async def test_success_logs_each_event_once_and_closes_the_client(sim, sim_conn,
     ]
     assert payloads[0]["job"]["event_count"] == 40
     assert lines(caplog, trigger) == [format_event(e) for e in sim.events(job_id)]
-    assert len(clients) == 1 and clients[0]._client.is_closed
+    assert len(clients) == 1 and clients[0].is_closed
 
 
 async def test_failed_job(sim, sim_conn, caplog) -> None:
@@ -129,6 +134,22 @@ async def test_failed_job(sim, sim_conn, caplog) -> None:
     }
     assert payload["job"]["fine_tuned_model"] is None
     assert lines(caplog, trigger, logging.ERROR) == [format_event(e) for e in errors]
+
+
+async def test_failure_message_keeps_the_error_events_seen_before_deferring(sim, sim_conn) -> None:
+    job_id = sim.add_job(JobSpec(job_id="ftjob-failed2", n_events=12, outcome="failed"))
+    seen = {"created_at": 1, "level": "error", "message": "Seen by the sensor before it deferred"}
+    (payload,) = await run(make(job_id, error_events=[seen]))
+    job = sim.job(job_id)
+    error = job["error"]
+    errors = [seen["message"]] + [e["message"] for e in sim.events(job_id) if e["level"] == "error"]
+    detail = f"{error['message']} (code {error['code']}" + (
+        f", param {error['param']})" if error["param"] else ")"
+    )
+    assert payload["status"] == "failed"
+    assert payload["message"] == (
+        f"Fine-tuning job {job_id} failed; error: {detail}; error events: " + " | ".join(errors)
+    )
 
 
 async def test_cancelled_job(sim, sim_conn) -> None:
@@ -156,7 +177,7 @@ async def test_deadline_in_the_past_ends_with_timeout_after_one_poll(sim, sim_co
             "last_event": compact(first[1]),
         },
     }
-    assert clients[0]._client.is_closed
+    assert clients[0].is_closed
 
 
 async def test_short_deadline_is_kept_even_when_shorter_than_the_poll_interval(sim, sim_conn) -> None:
@@ -211,7 +232,14 @@ async def test_unknown_job_ends_with_an_error_event(sim, sim_conn, clients) -> N
         "last_event": None,
     }
     assert sim.request_log == [("GET", "/v1/fine_tuning/jobs/ftjob-missing", 404)]  # not retried
-    assert clients[0]._client.is_closed
+    assert clients[0].is_closed
+    assert (payload["error"]["class"], payload["error"]["status_code"]) == (
+        "FineTuneEventsNotFoundError",
+        404,
+    )
+    rebuilt = error_from_event(payload)  # what the task raises again
+    assert type(rebuilt) is FineTuneEventsNotFoundError
+    assert str(rebuilt) == payload["message"]
 
 
 async def test_missing_connection_ends_with_an_error_event(sim, sim_conn) -> None:
@@ -266,6 +294,7 @@ def test_serialize_round_trip_is_plain_json_without_the_key() -> None:
         last_event={"created_at": 1, "level": "info", "message": "m"},
         log_events=False,
         page_size=20,
+        error_events=[{"created_at": 2, "level": "error", "message": "bad file"}],
     )
     classpath, kwargs = trigger.serialize()
     assert classpath == "airflow_ftevents.triggers.FineTuneJobTrigger"
@@ -279,6 +308,7 @@ def test_serialize_round_trip_is_plain_json_without_the_key() -> None:
         "last_event": {"created_at": 1, "level": "info", "message": "m"},
         "log_events": False,
         "page_size": 20,
+        "error_events": [{"created_at": 2, "level": "error", "message": "bad file"}],
     }
     text = json.dumps(kwargs)
     assert API_KEY not in text and "sk-" not in text
@@ -304,24 +334,18 @@ async def test_cancelled_trigger_closes_its_client(sim, sim_conn, clients) -> No
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert len(clients) == 1 and clients[0]._client.is_closed
+    assert len(clients) == 1 and clients[0].is_closed
 
 
 # -- the event loop stays free -----------------------------------------------------------------------
 
 
-@pytest.fixture
-def slow_sim(monkeypatch) -> Any:
-    """A simulator in its own process (in this one its threads would compete for the GIL) whose every
-    answer takes 150 ms: an HTTP call that blocked the event loop would show as a 150 ms stall."""
-    import subprocess
-    import sys
-
-    jobs = [f"ftjob-busy-{n}:1000:{1.0 + n * 0.05:.2f}:succeeded" for n in range(10)]
+@contextlib.contextmanager
+def simulator_process(monkeypatch: pytest.MonkeyPatch, *args: str) -> Iterator[str]:
+    """A simulator in its own process, ``openai_default`` pointing at it: in this process its threads
+    would compete for the GIL and add their own garbage to what a test measures."""
     command = [sys.executable, "-m", "airflow_ftevents.simulator", "--port", "0", "--api-key", API_KEY]
-    command += [arg for job in jobs for arg in ("--job", job)]
-    command += ["--fault", "503:3:/events:retry_after=0", "--fault", "slow:100000::delay=0.15"]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen([*command, *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         base_url = proc.stdout.readline().strip()
         assert base_url.startswith("http://"), base_url
@@ -330,6 +354,53 @@ def slow_sim(monkeypatch) -> Any:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.fixture
+def slow_sim(monkeypatch) -> Iterator[str]:
+    """Every answer takes 150 ms: an HTTP call that blocked the event loop would show as a 150 ms stall."""
+    jobs = [f"ftjob-busy-{n}:1000:{1.0 + n * 0.05:.2f}:succeeded" for n in range(10)]
+    faults = ["--fault", "503:3:/events:retry_after=0", "--fault", "slow:100000::delay=0.15"]
+    with simulator_process(monkeypatch, *[a for job in jobs for a in ("--job", job)], *faults) as base_url:
+        yield base_url
+
+
+async def test_polling_leaves_no_cyclic_garbage(monkeypatch) -> None:
+    """Whatever the number of polls, a trigger leaves the same few objects to the cycle collector.
+
+    Cyclic garbage is what makes the collector run full passes over the triggerer's heap (each a
+    stall of the loop); per poll it must be none. The one cycle left is the client's retry policy.
+    """
+    import gc
+
+    jobs = ["ftjob-warm:6:0:succeeded", "ftjob-short:100:1.0:succeeded", "ftjob-long:300:3.0:succeeded"]
+    with simulator_process(monkeypatch, *[a for job in jobs for a in ("--job", job)]):
+        sink = logging.StreamHandler(io.StringIO())
+        garbage: dict[str, list[str]] = {}
+        counts: dict[str, int] = {}
+        for job_id in ("ftjob-warm", "ftjob-short", "ftjob-long"):
+            trigger = make(job_id, poll_interval=0.02)
+            trigger.log.propagate = False
+            trigger.log.addHandler(sink)
+            gc.collect()
+            gc.disable()
+            gc.set_debug(gc.DEBUG_SAVEALL)
+            try:
+                (payload,) = await run(trigger)
+                gc.collect()
+                garbage[job_id] = sorted(type(o).__name__ for o in gc.garbage)
+            finally:
+                gc.garbage.clear()
+                gc.set_debug(0)
+                gc.enable()
+            assert payload["status"] == "success"
+            counts[job_id] = payload["job"]["event_count"]
+    assert counts == {"ftjob-warm": 6, "ftjob-short": 100, "ftjob-long": 300}
+    assert sink.stream.getvalue().count("\n") == 406
+    assert garbage["ftjob-short"] == garbage["ftjob-long"]  # ~50 polls vs ~150: no per-poll garbage
+    assert "AsyncRetrying" in garbage["ftjob-long"]
+    assert not [name for name in garbage["ftjob-long"] if name in ("Response", "Request", "URL", "frame")]
+    assert len(garbage["ftjob-long"]) < 50
 
 
 async def test_the_event_loop_is_never_blocked(slow_sim) -> None:

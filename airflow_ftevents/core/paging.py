@@ -18,6 +18,7 @@ from airflow_ftevents.errors import FineTuneEventsPagingError, FineTuneEventsRes
 CURRENT = "fine_tuning"
 LEGACY = "fine_tunes"
 DEFAULT_PAGE_SIZE = 100
+MIN_TAIL_PAGE = 10  # first page of a tail read: a poll usually finds a handful of new events
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ def walk_back(
     *,
     window: EventWindow | None = None,
     stop: Callable[[Mapping[str, Any]], bool] | None = None,
+    first_page_size: int | None = None,
 ) -> Plan:
     """Read pages from the newest event back in time; emit each page (newest first) as a list.
 
@@ -91,15 +93,17 @@ def walk_back(
     cheap), or at the first event for which ``stop`` is true (that event is not emitted). Refuses to
     loop: a cursor seen before, or ``has_more`` with an empty page, raises FineTuneEventsPagingError.
     When ``has_more`` is missing, a full page is taken to mean "maybe more" and a short one "no more".
+    ``first_page_size`` (default ``page_size``) sizes the first request only.
     """
     check_page_size(page_size)
+    limit = check_page_size(first_page_size) if first_page_size is not None else page_size
     after: str | None = None
     seen: set[str] = set()
     while True:
-        request = events_request(job_id, after, page_size)
+        request = events_request(job_id, after, limit)
         data, has_more = _page_events((yield request), request.what)
         if has_more is None:
-            has_more = len(data) >= page_size
+            has_more = len(data) >= limit
         cut = len(data)
         finished = False
         for index, event in enumerate(data):
@@ -135,7 +139,7 @@ def walk_back(
                 hint="The server ignores the 'after' parameter; retry later or report it to the API provider",
             )
         seen.add(cursor)
-        after = cursor
+        after, limit = cursor, page_size
 
 
 @dataclass
@@ -149,6 +153,8 @@ class TailState:
     last_id: str | None = None
     last_created_at: int | None = None
     count: int = 0
+    # New events found by the last read, to size the next first page; kept in memory only.
+    last_new: int = field(default=0, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"last_id": self.last_id, "last_created_at": self.last_created_at, "count": self.count}
@@ -172,11 +178,16 @@ def tail_new(job_id: str, state: TailState, page_size: int = DEFAULT_PAGE_SIZE) 
     """Read only what is new since ``state`` (newest page first, stop at the newest id seen).
 
     Emits the new events page by page, newest first, and updates ``state`` once the whole read
-    completed, so a read interrupted by an error is simply repeated by the next poll.
+    completed, so a read interrupted by an error is simply repeated by the next poll. Once the
+    reader has caught up, the first page asks for about twice what the last read found (at least
+    ``MIN_TAIL_PAGE``), so a steady poll moves a few events, not ``page_size`` of them.
     """
     newest: Mapping[str, Any] | None = None
     new = 0
-    inner = walk_back(job_id, page_size, stop=state.is_known)
+    first = page_size
+    if state.last_id is not None:
+        first = min(page_size, max(MIN_TAIL_PAGE, 2 * state.last_new))
+    inner = walk_back(job_id, page_size, stop=state.is_known, first_page_size=first)
     step = next(inner)
     while True:
         if isinstance(step, Emit):
@@ -195,6 +206,7 @@ def tail_new(job_id: str, state: TailState, page_size: int = DEFAULT_PAGE_SIZE) 
         state.last_id = newest.get("id")
         state.last_created_at = newest.get("created_at")
     state.count += new
+    state.last_new = new
     return new
 
 
@@ -218,4 +230,5 @@ def legacy_tail_plan(job_id: str, state: TailState) -> Plan:
     """Legacy tailing: the whole list again, skipping by position (events have no id)."""
     new = yield from legacy_events(job_id, state.count)
     state.count += new
+    state.last_new = new
     return new

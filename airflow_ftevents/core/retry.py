@@ -91,10 +91,19 @@ def _wait(state: RetryCallState) -> float:
     return backoff_delay(state.attempt_number)
 
 
+def _request_label(state: RetryCallState) -> str:
+    """What a retried call was doing: the ``what`` of its first argument (an ``ApiRequest``)."""
+    return str(getattr(state.args[0], "what", "request")) if state.args else "request"
+
+
 def retry_settings(
-    max_retries: int, log: logging.Logger | None = None, what: str = "request"
+    max_retries: int, log: logging.Logger | None = None, what: str | None = None
 ) -> dict[str, Any]:
-    """Keyword arguments for ``tenacity.Retrying`` and ``tenacity.AsyncRetrying`` alike."""
+    """Keyword arguments for ``tenacity.Retrying`` and ``tenacity.AsyncRetrying`` alike.
+
+    Without ``what``, retry messages name the request the retried call was given, so one policy
+    object can serve every request of a client.
+    """
 
     def before_sleep(state: RetryCallState) -> None:
         if log is None:
@@ -102,7 +111,12 @@ def retry_settings(
         exc = state.outcome.exception() if state.outcome else None
         delay = state.next_action.sleep if state.next_action else 0.0
         log.warning(
-            "%s failed (%s); retry %d of %d in %.2f s", what, exc, state.attempt_number, max_retries, delay
+            "%s failed (%s); retry %d of %d in %.2f s",
+            what if what is not None else _request_label(state),
+            exc,
+            state.attempt_number,
+            max_retries,
+            delay,
         )
 
     return {
