@@ -156,6 +156,9 @@ class AsyncFineTuneEventsClient:
     async def aclose(self) -> None:
         """Close the connections; a closed client cannot be used again."""
         self._closed = True
+        # tenacity keeps the last call's actions, bound to the policy, inside the policy: a reference
+        # cycle left for the collector. Clearing them lets the policy go by reference counting.
+        self._retrying.iter_state.reset()
         await self._transport.aclose()
 
     def build_request(self, request: ApiRequest) -> httpx.Request:
