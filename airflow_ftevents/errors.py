@@ -7,6 +7,11 @@ mirror what the API says; the API key is never part of any of them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+_TEXT_FIELDS = ("code", "request_id", "hint")
+
 
 class FineTuneEventsError(Exception):
     """A fine-tuning events call failed; ``str()`` says what went wrong and what to do.
@@ -51,6 +56,34 @@ class FineTuneEventsError(Exception):
         if self.hint:
             text += f". {self.hint}"
         return text
+
+    def to_dict(self) -> dict[str, Any]:
+        """The class and attributes as plain JSON (a trigger event carries them to the task)."""
+        return {
+            "class": type(self).__name__,
+            "message": self.message,
+            "status_code": self.status_code,
+            "code": self.code,
+            "request_id": self.request_id,
+            "hint": self.hint,
+        }
+
+    @staticmethod
+    def from_dict(value: Any, message: str) -> FineTuneEventsError:
+        """The error ``to_dict`` described; a plain one with ``message`` when ``value`` names no class
+        of this family (an older or foreign payload)."""
+        cls = globals().get(str(value.get("class"))) if isinstance(value, Mapping) else None
+        if not (isinstance(cls, type) and issubclass(cls, FineTuneEventsError)):
+            return FineTuneEventsError(message)
+        status_code = value.get("status_code")
+        code, request_id, hint = (None if value.get(k) is None else str(value[k]) for k in _TEXT_FIELDS)
+        return cls(
+            str(value.get("message") or message),
+            status_code=status_code if isinstance(status_code, int) else None,
+            code=code,
+            request_id=request_id,
+            hint=hint,
+        )
 
     def __reduce__(self):  # keep attributes across pickling (Airflow ships exceptions between processes)
         return (

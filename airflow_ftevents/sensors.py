@@ -36,6 +36,7 @@ from airflow_ftevents.core.jobstate import (
     job_status,
     job_summary,
     log_event,
+    remember_error_event,
 )
 from airflow_ftevents.core.paging import CURRENT, DEFAULT_PAGE_SIZE, TailState, check_page_size
 from airflow_ftevents.links import FineTuneJobLink
@@ -65,7 +66,6 @@ if TYPE_CHECKING:
 
     from airflow_ftevents.hooks import FineTuneEventsHook
 
-MAX_ERROR_EVENTS = 10
 CURSOR_KEY = "ftevents_cursor"
 # How long Airflow itself waits for the trigger beyond the trigger's own deadline: a backstop for a
 # deployment without a running triggerer, never reached when the trigger works.
@@ -117,10 +117,8 @@ class _Progress:
         )
 
     def add(self, event: dict[str, Any]) -> None:
-        compact = compact_event(event)
-        self.last_event = compact
-        if event.get("level") == "error" and compact is not None:
-            self.error_events = [*self.error_events[-(MAX_ERROR_EVENTS - 1) :], compact]
+        self.last_event = compact_event(event)
+        self.error_events = remember_error_event(self.error_events, event)
 
 
 class _CursorStore:

@@ -15,23 +15,22 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_ftevents import errors
 from airflow_ftevents.core.jobstate import (
+    MAX_ERROR_EVENTS,
     SUCCEEDED,
-    compact_event,
     failure_message,
     is_known,
     is_terminal,
     job_status,
     job_summary,
     log_event,
+    remember_error_event,
 )
 from airflow_ftevents.core.paging import DEFAULT_PAGE_SIZE, TailState
 from airflow_ftevents.core.polling import next_poll_delay
 from airflow_ftevents.errors import FineTuneEventsError
 
 EVENT_STATUSES = frozenset({"success", "failed", "cancelled", "timeout", "error"})
-MAX_ERROR_EVENTS = 10
 
 
 def trigger_event_payload(
@@ -47,36 +46,13 @@ def trigger_event_payload(
     """
     payload = {"status": status, "message": message, "job": dict(job) if job is not None else None}
     if error is not None:
-        payload["error"] = {
-            "class": type(error).__name__,
-            "message": error.message,
-            "status_code": error.status_code,
-            "code": error.code,
-            "request_id": error.request_id,
-            "hint": error.hint,
-        }
+        payload["error"] = error.to_dict()
     return payload
 
 
 def error_from_event(event: Mapping[str, Any]) -> FineTuneEventsError:
     """The exception an ``error`` event stands for: the trigger's own, rebuilt from its attributes."""
-    details = event.get("error")
-    if isinstance(details, Mapping):
-        cls = getattr(errors, str(details.get("class")), None)
-        if isinstance(cls, type) and issubclass(cls, FineTuneEventsError):
-            status_code = details.get("status_code")
-            return cls(
-                str(details.get("message") or event["message"]),
-                status_code=status_code if isinstance(status_code, int) else None,
-                code=_text_or_none(details.get("code")),
-                request_id=_text_or_none(details.get("request_id")),
-                hint=_text_or_none(details.get("hint")),
-            )
-    return FineTuneEventsError(str(event["message"]))
-
-
-def _text_or_none(value: Any) -> str | None:
-    return None if value is None else str(value)
+    return FineTuneEventsError.from_dict(event.get("error"), str(event["message"]))
 
 
 def validate_trigger_event(event: Any) -> dict[str, Any]:
@@ -177,9 +153,7 @@ class FineTuneJobTrigger(BaseTrigger):
                     job = await client.get_job(self.job_id)
                     async for event in client.read_new_events(self.job_id, self.state, self.page_size):
                         self.last_event = event
-                        if event.get("level") == "error":
-                            compact = compact_event(event) or {}
-                            self.error_events = [*self.error_events[-(MAX_ERROR_EVENTS - 1) :], compact]
+                        self.error_events = remember_error_event(self.error_events, event)
                         if self.log_events:
                             log_event(self.log, event)
                 except FineTuneEventsError as exc:

@@ -35,12 +35,25 @@ def is_known(status: str) -> bool:
     return status in KNOWN_STATUSES
 
 
+MAX_ERROR_EVENTS = 10  # error-level events quoted when a job fails
+
+
 def compact_event(event: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """The last event, trimmed to what fits an XCom summary."""
     if event is None:
         return None
     keys = ("id", "created_at", "level", "type", "message", "data")
     return {k: event[k] for k in keys if k in event}
+
+
+def remember_error_event(kept: list[dict[str, Any]], event: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The error-level events to quote if the job fails: the newest ``MAX_ERROR_EVENTS``, compact.
+
+    ``kept`` itself is returned for any other event, so a follower pays nothing per ordinary event.
+    """
+    if event.get("level") != "error":
+        return kept
+    return [*kept[-(MAX_ERROR_EVENTS - 1) :], compact_event(event) or {}]
 
 
 def job_summary(
@@ -73,7 +86,7 @@ def failure_message(
         parts.append(f"error: {detail.strip()}")
     messages = [str(e.get("message", "")) for e in error_events]
     if messages:
-        parts.append("error events: " + " | ".join(messages[-10:]))
+        parts.append("error events: " + " | ".join(messages[-MAX_ERROR_EVENTS:]))
     return "; ".join(parts)
 
 
