@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 import pytest
+from task_doubles import FakeTI
 
 from airflow_ftevents.simulator import JobSpec
 
@@ -79,11 +80,6 @@ def pending_uploads(client: Any) -> list[str]:
 
 def body(client: Any, key: str) -> bytes:
     return client.get_object(Bucket=BUCKET, Key=key)["Body"].read()
-
-
-class FakeTI:
-    def xcom_push(self, key: str, value: Any) -> None:
-        pass
 
 
 def run(**kwargs: Any) -> Any:

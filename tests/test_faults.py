@@ -40,6 +40,7 @@ import requests
 from conftest import API_KEY, CONN_ID, connection_json
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from task_doubles import FakeTI, expected_summary
 
 from airflow_ftevents.core.jobstate import format_event
 from airflow_ftevents.errors import FineTuneEventsError
@@ -55,7 +56,6 @@ except ImportError:  # Airflow 3.1
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "reliability.md"
 KEY_TAIL = API_KEY[-16:]  # the random part of the key: a partly masked key is still a leak
-SUMMARY_KEYS = ("id", "created_at", "level", "type", "message", "data")
 PAGE = 100
 POLL = 0.05
 
@@ -63,24 +63,6 @@ OBSERVED: dict[str, str] = {}  # case id -> observed outcome, for docs/reliabili
 
 
 # -- helpers ---------------------------------------------------------------------------------------------
-
-
-class FakeTI:
-    """The parts of a task instance the sensor, BaseSensorOperator and the operator touch."""
-
-    dag_id = "faults"
-    run_id = "run"
-    task_id = "task"
-    map_index = -1
-
-    def __init__(self) -> None:
-        self.xcoms: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.xcoms[key] = value
-
-    def get_first_reschedule_date(self, context: Any) -> None:
-        return None
 
 
 class Records(logging.Handler):
@@ -114,10 +96,6 @@ def use_logger(obj: Any, logger: logging.Logger) -> None:
     for attribute in ("_log", "_cached_logger"):  # where LoggingMixin / DAG nodes cache their logger
         object.__setattr__(obj, attribute, logger)
     assert obj.log is logger
-
-
-def compact(event: dict[str, Any]) -> dict[str, Any]:
-    return {k: event[k] for k in SUMMARY_KEYS if k in event}
 
 
 def jsonl(events: list[dict[str, Any]]) -> bytes:
@@ -195,16 +173,7 @@ class Run:
         return job
 
     def expected_summary(self) -> dict[str, Any]:
-        job, events = self.sim.job(self.job_id), self.expected_events()
-        return {
-            "job_id": self.job_id,
-            "status": job["status"],
-            "fine_tuned_model": job["fine_tuned_model"],
-            "trained_tokens": job["trained_tokens"],
-            "finished_at": job["finished_at"],
-            "event_count": len(events),
-            "last_event": compact(events[-1]),
-        }
+        return expected_summary(self.sim, self.job_id, self.expected_events())
 
     def event_lines(self) -> list[str]:
         wanted = {format_event(e) for e in self.expected_events()}
@@ -294,14 +263,14 @@ def _sensor(r: Run, deferrable: bool) -> Any:
 
 def do_sensor(r: Run) -> Any:
     sensor = _sensor(r, deferrable=False)
-    ti = FakeTI()
+    ti = FakeTI(dag_id="faults", task_id="task")
     r.xcoms = ti.xcoms
     return sensor.execute({"ti": ti})
 
 
 def do_sensor_deferred(r: Run) -> Any:
     sensor = _sensor(r, deferrable=True)
-    ti = FakeTI()
+    ti = FakeTI(dag_id="faults", task_id="task")
     r.xcoms = ti.xcoms
     context = {"ti": ti}
     try:
@@ -328,7 +297,7 @@ def do_export(r: Run) -> Any:
         timeout=r.fault.deadline,
         deferrable=False,
     )
-    ti = FakeTI()
+    ti = FakeTI(dag_id="faults", task_id="task")
     r.xcoms = ti.xcoms
     op.render_template_fields({})
     return op.execute({"ti": ti})

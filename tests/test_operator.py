@@ -23,6 +23,7 @@ from typing import Any
 
 import pendulum
 import pytest
+from task_doubles import FakeTI
 
 from airflow_ftevents.errors import FineTuneEventsAuthError
 from airflow_ftevents.simulator import JobSpec
@@ -49,16 +50,6 @@ def line(event: dict[str, Any]) -> bytes:
 
 def jsonl(events: list[dict[str, Any]]) -> bytes:
     return b"".join(line(e) for e in events)
-
-
-class FakeTI:
-    """Records what the task pushes to XCom (the extra link)."""
-
-    def __init__(self) -> None:
-        self.pushed: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.pushed[key] = value
 
 
 def run(op: Any, **context: Any) -> Any:
@@ -123,7 +114,7 @@ def test_export_to_a_file_is_exactly_the_simulators_events_with_an_exact_manifes
     assert list(manifest) == MANIFEST_KEYS
     assert manifest == manifest_for(f"file://{target}", "ftjob-exact", events, "succeeded")
     assert listing(target.parent) == ["events.jsonl"]
-    assert context_ti.pushed == {"_link_FineTuneJobLink": "https://platform.openai.com/finetune/ftjob-exact"}
+    assert context_ti.xcoms == {"_link_FineTuneJobLink": "https://platform.openai.com/finetune/ftjob-exact"}
 
 
 @pytest.mark.airflow
@@ -337,7 +328,7 @@ def test_xcom_return_value_up_to_the_cap_and_a_clear_failure_past_it(sim, sim_co
     text = str(info.value)
     assert "more than max_xcom_events=299 events" in text
     assert "Set `destination`" in text
-    assert list(ti.pushed) == ["_link_FineTuneJobLink"]  # nothing but the link
+    assert list(ti.xcoms) == ["_link_FineTuneJobLink"]  # nothing but the link
 
 
 # -- atomicity -------------------------------------------------------------------------------------

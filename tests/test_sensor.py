@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from conftest import API_KEY, CONN_ID, connection_json
+from task_doubles import FakeTI, MemoryStore, compact, expected_summary
 
 from airflow_ftevents import sensors
 from airflow_ftevents.core.jobstate import format_event
@@ -49,46 +50,9 @@ except ImportError:  # Airflow 3.1
 
 ROOT = Path(__file__).resolve().parent.parent
 LINK_KEY = FineTuneJobLink().xcom_key
-SUMMARY_KEYS = ("id", "created_at", "level", "type", "message", "data")
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-
-
-class FakeTI:
-    """The parts of a RuntimeTaskInstance the sensor and BaseSensorOperator touch."""
-
-    dag_id = "dag"
-    run_id = "run"
-    task_id = "wait"
-    map_index = -1
-
-    def __init__(self) -> None:
-        self.xcoms: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.xcoms[key] = value
-
-    def get_first_reschedule_date(self, context: Any) -> None:
-        return None
-
-
-class MemoryStore:
-    """Stand-in for Airflow 3.3's ``context["task_state_store"]``; values must be JSON."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, str] = {}
-        self.writes = 0
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return json.loads(self.data[key]) if key in self.data else default
-
-    def set(self, key: str, value: Any) -> None:
-        self.writes += 1
-        self.data[key] = json.dumps(value)
-
-    def delete(self, key: str) -> None:
-        self.data.pop(key, None)
 
 
 def context(store: MemoryStore | None = None, ti: FakeTI | None = None) -> dict[str, Any]:
@@ -135,23 +99,6 @@ def make(**kwargs: Any) -> FineTuneJobSensor:
     kwargs.setdefault("timeout", 60)
     kwargs.setdefault("deferrable", False)
     return FineTuneJobSensor(**kwargs)
-
-
-def compact(event: dict[str, Any]) -> dict[str, Any]:
-    return {k: event[k] for k in SUMMARY_KEYS if k in event}
-
-
-def expected_summary(sim: Any, job_id: str) -> dict[str, Any]:
-    job, events = sim.job(job_id), sim.events(job_id)
-    return {
-        "job_id": job_id,
-        "status": job["status"],
-        "fine_tuned_model": job["fine_tuned_model"],
-        "trained_tokens": job["trained_tokens"],
-        "finished_at": job["finished_at"],
-        "event_count": len(events),
-        "last_event": compact(events[-1]),
-    }
 
 
 def expected_failure(sim: Any, job_id: str) -> str:

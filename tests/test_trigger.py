@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from conftest import API_KEY, CONN_ID, connection_json
+from task_doubles import compact, expected_summary
 
 from airflow_ftevents.async_client import AsyncFineTuneEventsClient
 from airflow_ftevents.core.jobstate import format_event
@@ -28,7 +29,6 @@ from airflow_ftevents.errors import FineTuneEventsNotFoundError
 from airflow_ftevents.simulator import JobSpec
 from airflow_ftevents.triggers import FineTuneJobTrigger, error_from_event
 
-SUMMARY_KEYS = ("id", "created_at", "level", "type", "message", "data")
 _loggers = 0
 
 
@@ -64,23 +64,6 @@ def lines(
     ]
 
 
-def compact(event: dict[str, Any]) -> dict[str, Any]:
-    return {k: event[k] for k in SUMMARY_KEYS if k in event}
-
-
-def summary(sim: Any, job_id: str) -> dict[str, Any]:
-    job, events = sim.job(job_id), sim.events(job_id)
-    return {
-        "job_id": job_id,
-        "status": job["status"],
-        "fine_tuned_model": job["fine_tuned_model"],
-        "trained_tokens": job["trained_tokens"],
-        "finished_at": job["finished_at"],
-        "event_count": len(events),
-        "last_event": compact(events[-1]),
-    }
-
-
 @pytest.fixture
 def clients(monkeypatch) -> list[AsyncFineTuneEventsClient]:
     """Every async client the triggers create, to check that each was closed."""
@@ -108,7 +91,7 @@ async def test_success_logs_each_event_once_and_closes_the_client(sim, sim_conn,
         {
             "status": "success",
             "message": f"Fine-tuning job {job_id} succeeded: {model}",
-            "job": summary(sim, job_id),
+            "job": expected_summary(sim, job_id),
         }
     ]
     assert payloads[0]["job"]["event_count"] == 40
@@ -130,7 +113,7 @@ async def test_failed_job(sim, sim_conn, caplog) -> None:
         "status": "failed",
         "message": f"Fine-tuning job {job_id} failed; error: {detail}; error events: "
         + " | ".join(e["message"] for e in errors),
-        "job": summary(sim, job_id),
+        "job": expected_summary(sim, job_id),
     }
     assert payload["job"]["fine_tuned_model"] is None
     assert lines(caplog, trigger, logging.ERROR) == [format_event(e) for e in errors]
@@ -155,7 +138,11 @@ async def test_failure_message_keeps_the_error_events_seen_before_deferring(sim,
 async def test_cancelled_job(sim, sim_conn) -> None:
     job_id = sim.add_job(JobSpec(job_id="ftjob-cancelled", n_events=12, outcome="cancelled"))
     assert await run(make(job_id)) == [
-        {"status": "cancelled", "message": f"Fine-tuning job {job_id} cancelled", "job": summary(sim, job_id)}
+        {
+            "status": "cancelled",
+            "message": f"Fine-tuning job {job_id} cancelled",
+            "job": expected_summary(sim, job_id),
+        }
     ]
 
 
@@ -204,7 +191,7 @@ async def test_transient_errors_are_ridden_out_with_an_exact_count(sim, sim_conn
     (payload,) = await run(trigger)
     events = sim.events(job_id)
     assert payload["status"] == "success"
-    assert payload["job"] == summary(sim, job_id)
+    assert payload["job"] == expected_summary(sim, job_id)
     assert payload["job"]["event_count"] == 250
     wanted = {format_event(e) for e in events}
     assert [ln for ln in lines(caplog, trigger) if ln in wanted] == [format_event(e) for e in events]
@@ -279,7 +266,7 @@ async def test_resumes_from_the_sensors_cursor(sim, sim_conn, caplog) -> None:
     state = TailState(events[9]["id"], events[9]["created_at"], 10)
     trigger = make(job_id, caplog, tail_state=state.to_dict(), last_event=events[9])
     (payload,) = await run(trigger)
-    assert payload["job"] == summary(sim, job_id)
+    assert payload["job"] == expected_summary(sim, job_id)
     assert lines(caplog, trigger) == [format_event(e) for e in events[10:]]
 
 
