@@ -86,6 +86,13 @@ class FineTuneEventsHook(BaseHook):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(conn_id={self.conn_id!r}, api={self.api!r})"
 
+    @classmethod
+    def from_config(cls, config: ApiConfig, api: str = CURRENT) -> FineTuneEventsHook:
+        """A hook that needs no Airflow connection (the ``ftevents`` command, scripts, tests)."""
+        hook = cls(api=api)
+        hook._config = config
+        return hook
+
     # -- connection -------------------------------------------------------------------------------
 
     @classmethod
