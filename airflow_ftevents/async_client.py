@@ -18,17 +18,10 @@ import httpx
 import requests.utils
 from tenacity import AsyncRetrying
 
-from airflow_ftevents.core.config import ApiConfig, check_api
+from airflow_ftevents.core.api import LEGACY, ApiRequest, check_api, job_request, jobs_request
+from airflow_ftevents.core.config import ApiConfig
 from airflow_ftevents.core.drivers import run_async
-from airflow_ftevents.core.paging import (
-    DEFAULT_PAGE_SIZE,
-    LEGACY,
-    ApiRequest,
-    TailState,
-    job_request,
-    legacy_tail_plan,
-    tail_new,
-)
+from airflow_ftevents.core.paging import DEFAULT_PAGE_SIZE, Plan, TailState, legacy_tail_plan, tail_new
 from airflow_ftevents.core.responses import decode_json, require_mapping, transport_error
 from airflow_ftevents.core.retry import retry_settings
 from airflow_ftevents.core.spool import ReverseSpool
@@ -68,11 +61,13 @@ async def aload_config(
     from airflow.sdk import BaseHook
     from asgiref.sync import sync_to_async
 
-    from airflow_ftevents.hooks import FineTuneEventsHook
+    from airflow_ftevents._compat import mask_secret
 
     def load() -> ApiConfig:
         conn = BaseHook.get_connection(conn_id)
-        return FineTuneEventsHook.config_from_connection(conn, timeout, max_retries)
+        if conn.password:
+            mask_secret(conn.password)
+        return ApiConfig.from_connection(conn, timeout=timeout, max_retries=max_retries)
 
     return await sync_to_async(load)()
 
@@ -162,15 +157,20 @@ class AsyncFineTuneEventsClient:
         await self._transport.aclose()
 
     def build_request(self, request: ApiRequest) -> httpx.Request:
-        """The HTTP request for a plan's ``ApiRequest``: auth headers, escaped URL, timeouts.
+        """The HTTP request for a plan's ``ApiRequest``: auth headers, escaped URL, timeouts, body.
 
-        Built once per distinct request and sent again on later polls (a GET without a body is never
-        changed by sending it): a poll asks for the same two URLs every time.
+        A GET is built once per distinct request and sent again on later polls (a GET without a body
+        is never changed by sending it): a poll asks for the same two URLs every time.
         """
+        config = self.config
+        if request.method != "GET":
+            url = httpx.URL(config.url(*request.segments), params=config.params(request.params))
+            return httpx.Request(
+                request.method, url, headers=self._headers, extensions=self._extensions, json=request.body
+            )
         key = (request.segments, *request.params.items())
         built = self._requests.get(key)
         if built is None:
-            config = self.config
             url = httpx.URL(config.url(*request.segments), params=config.params(request.params))
             built = httpx.Request("GET", url, headers=self._headers, extensions=self._extensions)
             if len(self._requests) >= MAX_CACHED_REQUESTS:  # cursors of a long walk back come once
@@ -202,9 +202,20 @@ class AsyncFineTuneEventsClient:
         # policy's callbacks are plain functions that never suspend inside tenacity's bookkeeping.
         return await self._retrying(self._fetch_once, request)
 
+    def run(self, plan: Plan) -> AsyncIterator[Any]:
+        """Run one of the core's plans with this client's requests: what the plan emits, as it comes."""
+        return run_async(plan, self._fetch)
+
     async def get_job(self, job_id: str) -> dict[str, Any]:
         request = job_request(self.api, job_id)
         return dict(require_mapping(await self._fetch(request), request.what, ("status",)))
+
+    async def list_jobs(
+        self, after: str | None = None, limit: int | None = None, metadata: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        """One page of jobs, newest created first (the watcher's poll)."""
+        request = jobs_request(after, limit, metadata)
+        return dict(require_mapping(await self._fetch(request), request.what, ("data",)))
 
     async def read_new_events(
         self, job_id: str, state: TailState, page_size: int = DEFAULT_PAGE_SIZE
@@ -216,7 +227,7 @@ class AsyncFineTuneEventsClient:
         """
         plan = legacy_tail_plan(job_id, state) if self.api == LEGACY else tail_new(job_id, state, page_size)
         with ReverseSpool() as spool:
-            async for page in run_async(plan, self._fetch):
+            async for page in self.run(plan):
                 spool.add_page(page)
             for count, event in enumerate(spool.iter_events(), start=1):
                 yield event

@@ -118,3 +118,11 @@ class FineTuneEventsResponseError(FineTuneEventsError):
 
 class FineTuneEventsPagingError(FineTuneEventsError):
     """The server's paging cannot be trusted (a repeated cursor, ``has_more`` with an empty page)."""
+
+
+class InvalidJobIdError(FineTuneEventsError, ValueError):
+    """A job id that no escaping can carry in a URL path (``""``, ``"."``, ``".."``).
+
+    A ValueError (it is a bad argument) and a FineTuneEventsError, so the trigger ends with its one
+    ``error`` event instead of crashing, like for any other error that no retry can cure.
+    """

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 from typing import Any
 
 import requests
@@ -17,27 +16,39 @@ from airflow.sdk import BaseHook
 from tenacity import Retrying
 
 from airflow_ftevents._compat import mask_secret
-from airflow_ftevents.core.config import ApiConfig, check_api
-from airflow_ftevents.core.drivers import run_sync
-from airflow_ftevents.core.jobstate import is_terminal, job_status
-from airflow_ftevents.core.legacy_stream import LegacyStreamResume
-from airflow_ftevents.core.paging import (
+from airflow_ftevents.core.api import (
     CURRENT,
-    DEFAULT_PAGE_SIZE,
     LEGACY,
     ApiRequest,
+    check_api,
+    checkpoints_request,
+    create_job_request,
+    events_request,
+    job_action_request,
+    job_request,
+    jobs_request,
+    legacy_events_request,
+    legacy_stream_request,
+)
+from airflow_ftevents.core.config import ApiConfig
+from airflow_ftevents.core.drivers import run_sync
+from airflow_ftevents.core.follow import JobFollower, NewEvent, Outcome
+from airflow_ftevents.core.jobstate import is_terminal, job_status
+from airflow_ftevents.core.legacy_stream import LegacyStreamResume, ReconnectBudget
+from airflow_ftevents.core.paging import (
+    DEFAULT_PAGE_SIZE,
+    Plan,
     TailState,
     check_page_size,
-    events_request,
-    job_request,
     legacy_events,
-    legacy_events_request,
     legacy_tail_plan,
     tail_new,
     walk_back,
+    walk_checkpoints,
+    walk_jobs,
 )
 from airflow_ftevents.core.responses import decode_json, require_mapping, transport_error
-from airflow_ftevents.core.retry import backoff_delay, retry_settings
+from airflow_ftevents.core.retry import retry_settings
 from airflow_ftevents.core.spool import ReverseSpool
 from airflow_ftevents.core.sse import SSEDecoder
 from airflow_ftevents.core.window import EventWindow
@@ -48,6 +59,15 @@ from airflow_ftevents.errors import (
 )
 
 CONN_TYPE = "openai_ftevents"
+JOB_CREATE_FIELDS = (
+    "validation_file",
+    "method",
+    "hyperparameters",
+    "suffix",
+    "seed",
+    "metadata",
+    "integrations",
+)
 
 
 class FineTuneEventsHook(BaseHook):
@@ -99,25 +119,10 @@ class FineTuneEventsHook(BaseHook):
     def config_from_connection(
         cls, conn: Any, timeout: float | None = None, max_retries: int | None = None
     ) -> ApiConfig:
-        """Build the request settings from an Airflow Connection (shared with the async client)."""
-        host = conn.host
-        if host and "://" not in host and (conn.port or conn.schema):
-            host = (
-                f"https://{host}"
-                + (f":{conn.port}" if conn.port else "")
-                + (f"/{conn.schema}" if conn.schema else "")
-            )
+        """Build the request settings from an Airflow Connection, masking its key in every log."""
         if conn.password:
             mask_secret(conn.password)
-        config = ApiConfig.from_connection(host=host, password=conn.password, extra=conn.extra_dejson)
-        overrides: dict[str, Any] = {}
-        if timeout is not None:
-            overrides["timeout"] = float(timeout)
-        if max_retries is not None:
-            overrides["max_retries"] = int(max_retries)
-        if overrides:
-            config = replace(config, **overrides)
-        return config
+        return ApiConfig.from_connection(conn, timeout=timeout, max_retries=max_retries)
 
     @property
     def config(self) -> ApiConfig:
@@ -147,15 +152,16 @@ class FineTuneEventsHook(BaseHook):
             self._session.close()
             self._session = None
 
-    # -- one request, retried ----------------------------------------------------------------------
+    # -- one send path ------------------------------------------------------------------------------
 
-    def _get_once(self, request: ApiRequest, **kwargs: Any) -> requests.Response:
+    def _send_once(self, request: ApiRequest, **kwargs: Any) -> requests.Response:
         config = self.config
-        url = config.url(*request.segments)
         try:
-            return self.get_conn().get(
-                url,
+            return self.get_conn().request(
+                request.method,
+                config.url(*request.segments),
                 params=config.params(request.params),
+                json=request.body,
                 timeout=(config.connect_timeout, config.timeout),
                 **kwargs,
             )
@@ -170,7 +176,7 @@ class FineTuneEventsHook(BaseHook):
             ) from None
 
     def _fetch_json_once(self, request: ApiRequest) -> Any:
-        response = self._get_once(request)
+        response = self._send_once(request)
         try:
             body = response.content
         except requests.RequestException as exc:
@@ -183,11 +189,15 @@ class FineTuneEventsHook(BaseHook):
         return decode_json(response.status_code, response.headers, body, request.what, self.config.redact)
 
     def _fetch(self, request: ApiRequest) -> Any:
-        """One GET with retries; the plans of the core call this for every request they need."""
+        """One request with retries; the plans of the core call this for every request they need."""
         for attempt in Retrying(**retry_settings(self.config.max_retries, self.log, request.what)):
             with attempt:
                 return self._fetch_json_once(request)
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+    def run(self, plan: Plan) -> Iterator[Any]:
+        """Run one of the core's plans with this hook's requests: what the plan emits, as it comes."""
+        return run_sync(plan, self._fetch)
 
     # -- public API --------------------------------------------------------------------------------
 
@@ -210,11 +220,14 @@ class FineTuneEventsHook(BaseHook):
             if limit is not None:
                 check_page_size(limit)
             request = events_request(job_id, after, limit)
+        return self._page(request)
+
+    def _page(self, request: ApiRequest) -> dict[str, Any]:
         return dict(require_mapping(self._fetch(request), request.what, ("data",)))
 
     def _fill(self, spool: ReverseSpool, plan: Any, job_id: str) -> ReverseSpool:
         started = last_log = time.monotonic()
-        for pages, page in enumerate(run_sync(plan, self._fetch), start=1):
+        for pages, page in enumerate(self.run(plan), start=1):
             spool.add_page(page)
             now = time.monotonic()
             if now - last_log >= 10:
@@ -240,7 +253,7 @@ class FineTuneEventsHook(BaseHook):
         plan = legacy_events(job_id) if self.api == LEGACY else walk_back(job_id, page_size, window=window)
         with ReverseSpool() as spool:
             if self.api == LEGACY and window is not None and not window.unbounded:
-                for page in run_sync(plan, self._fetch):
+                for page in self.run(plan):
                     spool.add_page([e for e in page if window.contains(e)])
             else:
                 self._fill(spool, plan, job_id)
@@ -267,6 +280,21 @@ class FineTuneEventsHook(BaseHook):
             self._fill(spool, plan, job_id)
             yield from spool.iter_events()
 
+    def poll_job(self, follower: JobFollower) -> list[Outcome]:
+        """One poll of a followed job (status, then new events): the sensor's poke."""
+        return list(self.run(follower.poll()))
+
+    def follow_job(
+        self,
+        follower: JobFollower,
+        poll_interval: float,
+        end_time: float | None = None,
+        *,
+        tolerate_errors: bool = False,
+    ) -> Iterator[Outcome]:
+        """Follow a job until it is terminal or ``end_time`` (unix seconds) passed: every outcome."""
+        return self.run(follower.follow(poll_interval, end_time, tolerate_errors=tolerate_errors))
+
     def stream_events(
         self,
         job_id: str,
@@ -278,28 +306,25 @@ class FineTuneEventsHook(BaseHook):
 
         Current API: polls the job, then reads only what is new; the status is read *before* the events,
         so the read that follows a terminal status holds the last events. Legacy API: the server-sent
-        events stream to ``[DONE]``, reconnecting after a drop without duplicates or gaps.
+        events stream to ``[DONE]``, reconnecting after a drop without duplicates or gaps. ``state``
+        (updated as events come) lets a caller resume after an error without repeating an event.
         """
         if poll_interval < 0:
             raise ValueError(f"poll_interval must be >= 0 seconds, got {poll_interval!r}")
-        if self.api == LEGACY:
-            yield from self._stream_legacy(job_id, state or TailState())
-            return
         state = state if state is not None else TailState()
-        while True:
-            finished = is_terminal(job_status(self.get_job(job_id)))
-            yield from self.read_new_events(job_id, state, page_size)
-            if finished:
-                return
-            time.sleep(poll_interval)
+        if self.api == LEGACY:
+            yield from self._stream_legacy(job_id, state)
+            return
+        follower = JobFollower(job_id, self.api, page_size, tail=state)
+        for outcome in self.follow_job(follower, poll_interval):
+            if isinstance(outcome, NewEvent):
+                yield outcome.event
 
     # -- legacy server-sent events -----------------------------------------------------------------
 
     def _stream_once(self, job_id: str, resume: LegacyStreamResume) -> Iterator[dict[str, Any]]:
-        request = ApiRequest(
-            ("fine-tunes", job_id, "events"), {"stream": True}, f"GET event stream of fine-tune {job_id}"
-        )
-        response = self._get_once(request, stream=True, headers={"Accept": "text/event-stream"})
+        request = legacy_stream_request(job_id)
+        response = self._send_once(request, stream=True, headers={"Accept": "text/event-stream"})
         with response:
             if response.status_code >= 400:
                 decode_json(
@@ -363,7 +388,7 @@ class FineTuneEventsHook(BaseHook):
         without progress stops after ``max_retries`` reconnects with a clear error.
         """
         resume = LegacyStreamResume(state.count)
-        failures = 0
+        budget = ReconnectBudget(self.config.max_retries)
         while True:
             before = resume.position
             try:
@@ -372,54 +397,115 @@ class FineTuneEventsHook(BaseHook):
                     yield event
                 return
             except FineTuneEventsError as exc:
-                if not exc.retryable:
-                    raise
-                failures = 1 if resume.position > before else failures + 1
-                if failures > self.config.max_retries:
-                    raise FineTuneEventsConnectionError(
-                        f"The event stream of fine-tune {job_id} failed {failures} times in a row without "
-                        f"new events (last: {exc.message})",
-                        status_code=exc.status_code,
-                        code=exc.code,
-                        request_id=exc.request_id,
-                        hint="Raise the connection's extra 'max_retries' or try again later",
-                    ) from None
-                delay = exc.retry_after if exc.retry_after is not None else backoff_delay(failures)
+                delay = budget.after_failure(exc, resume.position > before, job_id)
                 self.log.warning("%s; reconnecting in %.2f s (%d events so far)", exc, delay, resume.position)
                 time.sleep(delay)
 
-    def create_job(self, model: str, training_file: str, **fields: Any) -> dict[str, Any]:
-        """Start a fine-tuning job (``POST /fine_tuning/jobs``); returns the new job object.
+    # -- jobs ------------------------------------------------------------------------------------------
+
+    def _require_current(self, what: str) -> None:
+        if self.api == LEGACY:
+            raise ValueError(
+                f"{what} uses the current fine_tuning API; the legacy fine_tunes API has no such call"
+            )
+
+    def create_job(
+        self,
+        model: str,
+        training_file: str,
+        *,
+        validation_file: str | None = None,
+        method: dict[str, Any] | None = None,
+        hyperparameters: dict[str, Any] | None = None,
+        suffix: str | None = None,
+        seed: int | None = None,
+        metadata: dict[str, str] | None = None,
+        integrations: list[dict[str, Any]] | None = None,
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """Start a fine-tuning job (``POST /fine_tuning/jobs``) with any field of the create request;
+        returns the new job object. ``None`` fields are not sent.
 
         Tried once, never retried: a retried POST whose first attempt reached the server would start a
-        second, billed job. Let the task's own retries decide, after checking the jobs list.
+        second, billed job. ``FineTuneJobOperator`` resolves an unknown outcome by listing the jobs
+        tagged with its task instance before it tries again.
         """
-        if self.api == LEGACY:
-            raise ValueError("create_job uses the current fine_tuning API; the legacy API cannot create jobs")
-        config = self.config
-        what = "POST fine-tuning job"
+        self._require_current("create_job")
+        body = {
+            "model": model,
+            "training_file": training_file,
+            "validation_file": validation_file,
+            "method": method,
+            "hyperparameters": hyperparameters,
+            "suffix": suffix,
+            "seed": seed,
+            "metadata": metadata,
+            "integrations": integrations,
+            **fields,
+        }
+        request = create_job_request({k: v for k, v in body.items() if v is not None})
+        return dict(require_mapping(self._fetch_json_once(request), request.what, ("id", "status")))
+
+    def list_jobs(
+        self, after: str | None = None, limit: int | None = None, metadata: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        """One page of jobs as the API returns it, newest created first; ``metadata={"k": "v"}`` is sent
+        as ``metadata[k]=v`` (every pair must match)."""
+        self._require_current("list_jobs")
+        if limit is not None:
+            check_page_size(limit)
+        return self._page(jobs_request(after, limit, metadata))
+
+    def iter_jobs(
+        self, metadata: dict[str, str] | None = None, page_size: int = DEFAULT_PAGE_SIZE
+    ) -> Iterator[dict[str, Any]]:
+        """Every job (matching ``metadata``), newest created first, each once."""
+        self._require_current("iter_jobs")
+        seen: set[str] = set()
+        for page in self.run(walk_jobs(metadata, page_size)):
+            for job in page:
+                if job.get("id") not in seen:
+                    seen.add(job.get("id"))
+                    yield dict(job)
+
+    def cancel_job(self, job_id: str) -> dict[str, Any]:
+        """Cancel a job (``POST /fine_tuning/jobs/{id}/cancel``); returns the job.
+
+        Cancelling a job that already finished is not an error: the job is returned as it is.
+        Retried like a read: cancelling twice has the same effect as once.
+        """
+        self._require_current("cancel_job")
+        request = job_action_request(job_id, "cancel")
         try:
-            response = self.get_conn().post(
-                config.url("fine_tuning", "jobs"),
-                params=config.params(),
-                json={"model": model, "training_file": training_file, **fields},
-                timeout=(config.connect_timeout, config.timeout),
-            )
-            body = response.content
-        except requests.RequestException as exc:
-            raise transport_error(
-                what, exc, config.base_url, config.timeout, isinstance(exc, requests.Timeout), config.redact
-            ) from None
-        job = decode_json(response.status_code, response.headers, body, what, config.redact)
-        return dict(require_mapping(job, what, ("id", "status")))
+            return dict(require_mapping(self._fetch(request), request.what, ("status",)))
+        except FineTuneEventsError as exc:
+            if exc.status_code in (400, 409):  # the API refuses to cancel a finished job
+                job = self.get_job(job_id)
+                if is_terminal(job_status(job)):
+                    return job
+            raise
+
+    def list_checkpoints(
+        self, job_id: str, after: str | None = None, limit: int | None = None
+    ) -> dict[str, Any]:
+        """One page of a job's checkpoints as the API returns it, newest first."""
+        self._require_current("list_checkpoints")
+        if limit is not None:
+            check_page_size(limit)
+        return self._page(checkpoints_request(job_id, after, limit))
+
+    def iter_checkpoints(self, job_id: str, page_size: int = DEFAULT_PAGE_SIZE) -> Iterator[dict[str, Any]]:
+        """Every checkpoint of a job, newest first."""
+        self._require_current("iter_checkpoints")
+        for page in self.run(walk_checkpoints(job_id, page_size)):
+            yield from (dict(checkpoint) for checkpoint in page)
 
     # -- Airflow UI --------------------------------------------------------------------------------
 
     def test_connection(self) -> tuple[bool, str]:
         """The UI's Test button: one cheap authenticated read."""
         try:
-            request = ApiRequest(("fine_tuning", "jobs"), {"limit": 1}, "GET fine-tuning jobs")
-            require_mapping(self._fetch(request), request.what, ("data",))
+            self._page(jobs_request(limit=1))
         except FineTuneEventsError as exc:
             return False, str(exc)
         except Exception as exc:  # the UI shows the message instead of a stack trace

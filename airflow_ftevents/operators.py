@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
-from airflow_ftevents.core.config import check_api
+from airflow_ftevents.core.api import check_api
 from airflow_ftevents.core.paging import check_page_size
 from airflow_ftevents.links import FineTuneJobLink
 
@@ -181,39 +181,47 @@ class FineTuneEventsExportOperator(BaseOperator):
         return self._export()
 
     def _wait(self, deadline: float) -> None:
-        """Return once the job is finished; defer to the triggerer if asked to and it is not yet."""
-        from airflow_ftevents.core.jobstate import is_known, is_terminal, job_status
-        from airflow_ftevents.errors import FineTuneEventsError
+        """Return once the job is finished; defer to the triggerer if asked to and it is not yet.
+
+        The status alone is followed (the export reads every event afterwards), with the same follower
+        and the same polling rules as the sensor.
+        """
+        from airflow_ftevents.core.follow import (
+            Finished,
+            JobFollower,
+            Polled,
+            PollFailed,
+            TimedOut,
+            UnknownStatus,
+        )
+
+        from airflow_ftevents.core.jobstate import is_terminal
 
         hook = self._hook()
+        follower = JobFollower(self.job_id, self.api, self.page_size, read_events=False)
         reported: set[str] = set()
         try:
-            while True:
-                try:
-                    status = job_status(hook.get_job(self.job_id))
-                except FineTuneEventsError as exc:
-                    if not exc.retryable:
-                        raise
-                    self.log.warning("Checking job %s failed, will check again: %s", self.job_id, exc)
-                    status = None
-                if status is not None:
-                    if is_terminal(status):
-                        self.log.info("Job %s is %s", self.job_id, status)
-                        return
-                    if status not in reported:
-                        reported.add(status)
-                        self.log.info("Job %s is %s; waiting for it to finish", self.job_id, status)
-                        if not is_known(status):
-                            self.log.warning("Status %r is unknown to this provider; still waiting", status)
-                    if self.deferrable:
+            for outcome in hook.follow_job(follower, self.poll_interval, deadline, tolerate_errors=True):
+                if isinstance(outcome, Finished):
+                    self.log.info("Job %s is %s", self.job_id, outcome.status)
+                    return
+                if isinstance(outcome, UnknownStatus):
+                    self.log.warning("Status %r is unknown to this provider; still waiting", outcome.status)
+                elif isinstance(outcome, PollFailed):
+                    self.log.warning(
+                        "Checking job %s failed, will check again: %s", self.job_id, outcome.error
+                    )
+                elif isinstance(outcome, Polled):
+                    if outcome.status not in reported:
+                        reported.add(outcome.status)
+                        self.log.info("Job %s is %s; waiting for it to finish", self.job_id, outcome.status)
+                    if self.deferrable and not is_terminal(outcome.status):
                         self._defer(hook, deadline)
-                remaining = deadline - time.time()
-                if remaining <= 0:
+                elif isinstance(outcome, TimedOut):
                     raise AirflowException(
                         f"Fine-tuning job {self.job_id} did not finish within timeout={self.timeout:g} s "
-                        f"(last status {status!r}); nothing was exported"
+                        f"(last status {outcome.summary['status']!r}); nothing was exported"
                     )
-                time.sleep(min(self.poll_interval, remaining))
         finally:
             hook.close()
 
@@ -222,17 +230,11 @@ class FineTuneEventsExportOperator(BaseOperator):
 
         Without that start, the trigger's first poll would read (and log) the job's whole history.
         """
+        from airflow_ftevents.core.follow import JobFollower
         from airflow_ftevents.triggers import FineTuneJobTrigger
 
-        if self.api == "fine_tunes":
-            tail_state = {"count": len(hook.list_events(self.job_id)["data"])}
-        else:
-            newest = hook.list_events(self.job_id, limit=1)["data"]
-            tail_state = (
-                {"last_id": newest[0].get("id"), "last_created_at": newest[0].get("created_at"), "count": 0}
-                if newest
-                else None
-            )
+        follower = JobFollower(self.job_id, self.api, self.page_size)
+        list(hook.run(follower.start_at_newest()))
         self.defer(
             trigger=FineTuneJobTrigger(
                 job_id=self.job_id,
@@ -240,7 +242,7 @@ class FineTuneEventsExportOperator(BaseOperator):
                 api=self.api,
                 poll_interval=self.poll_interval,
                 end_time=deadline,
-                tail_state=tail_state,
+                progress=follower.to_dict(),
                 page_size=self.page_size,
             ),
             method_name="execute_complete",
@@ -248,8 +250,10 @@ class FineTuneEventsExportOperator(BaseOperator):
 
     def execute_complete(self, context: Context, event: Any = None) -> Any:
         """Resume after the trigger: export once the job finished, whatever its outcome."""
+        from airflow_ftevents.checkpoints import delete_checkpoint
         from airflow_ftevents.triggers import error_from_event, validate_trigger_event
 
+        delete_checkpoint(context)
         event = validate_trigger_event(event)
         status = event["status"]
         if status == "error":  # the trigger's own exception, with its status code and request id

@@ -1,14 +1,15 @@
 """FineTuneJobSensor: gate downstream tasks on a fine-tuning job's terminal state.
 
-Airflow glue only: what is finished, the summary, the failure message and the event log lines come from
-``airflow_ftevents.core.jobstate``; reading only the new events comes from the hook and
-``core.paging.TailState``. The hook and the trigger are imported inside methods because DAG files import
-this module every few seconds.
+Airflow glue only: following the job (its status, only its new events, the summary, the failure
+message) is ``core.follow.JobFollower``'s, the follower the trigger uses too; the event log lines are
+``core.jobstate``'s. The hook and the trigger are imported inside methods because DAG files import this
+module every few seconds.
 
 Where the event cursor lives between pokes, so that each event is logged once:
 
 - ``mode="poke"``: on the operator instance (the same object pokes until the end).
-- ``deferrable=True``: handed to the trigger in its kwargs (``tail_state``), which logs from there on.
+- ``deferrable=True``: handed to the trigger in its kwargs (``progress``), which logs from there on and
+  keeps checkpoints of it while it waits (see ``FineTuneJobTrigger``).
 - ``mode="reschedule"``: the task process restarts for every poke and Airflow 3 deletes the task's XCom
   at every restart (only a resume from deferral keeps it), so XCom cannot carry it. Airflow 3.3+ keeps it
   in ``context["task_state_store"]`` (scoped to the task instance, made for this); older releases keep it
@@ -26,19 +27,11 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
-from airflow_ftevents.core.config import check_api
-from airflow_ftevents.core.jobstate import (
-    SUCCEEDED,
-    compact_event,
-    failure_message,
-    is_known,
-    is_terminal,
-    job_status,
-    job_summary,
-    log_event,
-    remember_error_event,
-)
-from airflow_ftevents.core.paging import CURRENT, DEFAULT_PAGE_SIZE, TailState, check_page_size
+from airflow_ftevents.core.api import CURRENT, check_api
+from airflow_ftevents.core.checkpoint import DEFAULT_CHECKPOINT_INTERVAL
+from airflow_ftevents.core.follow import Finished, JobFollower, NewEvent, Polled, UnknownStatus
+from airflow_ftevents.core.jobstate import log_event
+from airflow_ftevents.core.paging import DEFAULT_PAGE_SIZE, check_page_size
 from airflow_ftevents.links import FineTuneJobLink
 
 try:  # Airflow >= 3.2: the Task SDK owns these; airflow.exceptions warns about them
@@ -75,50 +68,6 @@ DEFER_GRACE_SECONDS = 300.0
 def wall_clock() -> float:
     """Unix seconds: the trigger's deadline is wall-clock so it survives a triggerer restart."""
     return time.time()
-
-
-class _Progress:
-    """What the sensor remembers between pokes: the cursor, the newest event, error events, warnings."""
-
-    def __init__(
-        self,
-        job_id: str,
-        tail: TailState | None = None,
-        last_event: dict[str, Any] | None = None,
-        error_events: list[dict[str, Any]] | None = None,
-        warned: list[str] | None = None,
-    ) -> None:
-        self.job_id = job_id
-        self.tail = tail or TailState()
-        self.last_event = last_event
-        self.error_events = error_events or []
-        self.warned = warned or []
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "job_id": self.job_id,
-            "tail": self.tail.to_dict(),
-            "last_event": self.last_event,
-            "error_events": self.error_events,
-            "warned": self.warned,
-        }
-
-    @classmethod
-    def from_dict(cls, job_id: str, value: Any) -> _Progress:
-        """A stored progress of the same job, or a fresh one (nothing stored, or another job's)."""
-        if not isinstance(value, dict) or value.get("job_id") != job_id:
-            return cls(job_id)
-        return cls(
-            job_id,
-            TailState.from_dict(value.get("tail")),
-            value.get("last_event"),
-            list(value.get("error_events") or []),
-            list(value.get("warned") or []),
-        )
-
-    def add(self, event: dict[str, Any]) -> None:
-        self.last_event = compact_event(event)
-        self.error_events = remember_error_event(self.error_events, event)
 
 
 class _CursorStore:
@@ -180,6 +129,8 @@ class FineTuneJobSensor(BaseSensorOperator):
         so a finished job never defers. Default: ``[operators] default_deferrable``.
     :param log_events: log each new event (metrics as one compact line, errors at error level).
     :param page_size: events per page when reading new events.
+    :param checkpoint_interval: when deferred, seconds between two checkpoints of the trigger's progress
+        at most (0: none); after a triggerer restart, at most this long a stretch of events is logged again.
 
     ``poke_interval``, ``timeout``, ``mode``, ``soft_fail`` and the rest go to BaseSensorOperator; the
     trigger polls every ``poke_interval`` seconds until the wall-clock deadline ``timeout`` sets.
@@ -200,6 +151,7 @@ class FineTuneJobSensor(BaseSensorOperator):
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         log_events: bool = True,
         page_size: int = DEFAULT_PAGE_SIZE,
+        checkpoint_interval: float = DEFAULT_CHECKPOINT_INTERVAL,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -209,7 +161,8 @@ class FineTuneJobSensor(BaseSensorOperator):
         self.deferrable = deferrable
         self.log_events = log_events
         self.page_size = check_page_size(page_size)
-        self._progress: _Progress | None = None
+        self.checkpoint_interval = checkpoint_interval
+        self._follower: JobFollower | None = None
 
     @cached_property
     def hook(self) -> FineTuneEventsHook:
@@ -245,31 +198,37 @@ class FineTuneJobSensor(BaseSensorOperator):
 
     def poke(self, context: Context) -> PokeReturnValue:
         """Read the job, then its new events (the read after a terminal status holds the last ones)."""
-        progress = self._load(context)
-        job = self.hook.get_job(self.job_id)
-        status = job_status(job)
-        new = 0
-        for event in self.hook.read_new_events(self.job_id, progress.tail, self.page_size):
-            new += 1
-            progress.add(event)
-            if self.log_events:
-                log_event(self.log, event)
-        warn = not is_terminal(status) and not is_known(status) and status not in progress.warned
-        if warn:
-            progress.warned.append(status)
-            self.log.warning(
-                "Job %s has status %r, unknown to this provider; still waiting", self.job_id, status
-            )
-        self._save(context, progress, changed=new > 0 or warn)
-        self.log.info("Job %s is %s: %d new events, %d in all", self.job_id, status, new, progress.tail.count)
-        if not is_terminal(status):
+        follower = self._load(context)
+        changed = False
+        finished: Finished | None = None
+        for outcome in self.hook.poll_job(follower):
+            if isinstance(outcome, NewEvent):
+                changed = True
+                if self.log_events:
+                    log_event(self.log, outcome.event)
+            elif isinstance(outcome, UnknownStatus):
+                changed = True
+                self.log.warning(
+                    "Job %s has status %r, unknown to this provider; still waiting",
+                    self.job_id,
+                    outcome.status,
+                )
+            elif isinstance(outcome, Polled):
+                self._save(context, follower, changed)
+                self.log.info(
+                    "Job %s is %s: %d new events, %d in all",
+                    self.job_id,
+                    outcome.status,
+                    outcome.new_events,
+                    outcome.event_count,
+                )
+            elif isinstance(outcome, Finished):
+                finished = outcome
+        if finished is None:
             return PokeReturnValue(is_done=False)
-        if status == SUCCEEDED:
-            return PokeReturnValue(
-                is_done=True,
-                xcom_value=job_summary(self.job_id, job, progress.tail.count, progress.last_event),
-            )
-        raise self._job_failed(failure_message(self.job_id, job, progress.error_events))
+        if finished.succeeded:
+            return PokeReturnValue(is_done=True, xcom_value=finished.summary)
+        raise self._job_failed(finished.message)
 
     def _job_failed(self, message: str) -> Exception:
         """A failed or cancelled job: no retry helps, so fail at once (or skip with soft_fail)."""
@@ -292,7 +251,7 @@ class FineTuneJobSensor(BaseSensorOperator):
             return result.xcom_value
         from airflow_ftevents.triggers import FineTuneJobTrigger
 
-        progress = self._progress or _Progress(self.job_id)
+        follower = self._follower or JobFollower(self.job_id, self.api, self.page_size)
         self._close_hook()  # the worker slot is given back; do not keep its sockets open
         self.defer(
             trigger=FineTuneJobTrigger(
@@ -301,11 +260,10 @@ class FineTuneJobSensor(BaseSensorOperator):
                 api=self.api,
                 poll_interval=self.poke_interval,
                 end_time=deadline,
-                tail_state=progress.tail.to_dict(),
-                last_event=progress.last_event,
+                progress=follower.to_dict(),
                 log_events=self.log_events,
                 page_size=self.page_size,
-                error_events=progress.error_events,
+                checkpoint_interval=self.checkpoint_interval,
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=max(deadline - wall_clock(), 0.0) + DEFER_GRACE_SECONDS),
@@ -316,8 +274,10 @@ class FineTuneJobSensor(BaseSensorOperator):
 
         ``**kwargs``: a real triggerer passes the ``defer(kwargs=...)`` along (there are none today).
         """
+        from airflow_ftevents.checkpoints import delete_checkpoint
         from airflow_ftevents.triggers import error_from_event, validate_trigger_event
 
+        delete_checkpoint(context)
         event = validate_trigger_event(event)
         status, message = event["status"], event["message"]
         if status == "success":
@@ -341,27 +301,27 @@ class FineTuneJobSensor(BaseSensorOperator):
     def _persists_externally(self) -> bool:
         return self.reschedule and not self.deferrable
 
-    def _load(self, context: Context) -> _Progress:
-        if self._progress is not None and self._progress.job_id == self.job_id:
-            return self._progress
-        progress = _Progress(self.job_id)
+    def _load(self, context: Context) -> JobFollower:
+        if self._follower is not None and self._follower.job_id == self.job_id:
+            return self._follower
+        follower = JobFollower(self.job_id, self.api, self.page_size)
         if self._persists_externally():
             store = _CursorStore(context)
-            progress = _Progress.from_dict(self.job_id, store.load())
-            if progress.tail.count:
+            follower = JobFollower.from_dict(store.load(), self.job_id, self.api, self.page_size)
+            if follower.event_count:
                 self.log.info(
-                    "Resuming after %d events already logged (from %s)", progress.tail.count, store.where
+                    "Resuming after %d events already logged (from %s)", follower.event_count, store.where
                 )
-        self._progress = progress
-        return progress
+        self._follower = follower
+        return follower
 
-    def _save(self, context: Context, progress: _Progress, changed: bool) -> None:
-        self._progress = progress
+    def _save(self, context: Context, follower: JobFollower, changed: bool) -> None:
+        self._follower = follower
         if self._persists_externally() and changed:
-            _CursorStore(context).save(progress.to_dict())
+            _CursorStore(context).save(follower.to_dict())
 
     def _forget(self, context: Context) -> None:
-        self._progress = None
+        self._follower = None
         try:
             _CursorStore(context).delete()
         except Exception as exc:  # cleanup must never hide the sensor's own outcome

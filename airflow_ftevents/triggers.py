@@ -8,26 +8,26 @@ end the wait with an ``error`` event. Exactly one event is yielded.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_ftevents.core.jobstate import (
-    MAX_ERROR_EVENTS,
-    SUCCEEDED,
-    failure_message,
-    is_known,
-    is_terminal,
-    job_status,
-    job_summary,
-    log_event,
-    remember_error_event,
+from airflow_ftevents.checkpoints import TriggerCheckpointStore
+from airflow_ftevents.core.api import CURRENT, check_api
+from airflow_ftevents.core.checkpoint import DEFAULT_CHECKPOINT_INTERVAL, CheckpointPolicy
+from airflow_ftevents.core.follow import (
+    Finished,
+    JobFollower,
+    NewEvent,
+    Polled,
+    PollFailed,
+    TimedOut,
+    UnknownStatus,
 )
+from airflow_ftevents.core.jobstate import SUCCEEDED, log_event
 from airflow_ftevents.core.paging import DEFAULT_PAGE_SIZE, TailState
-from airflow_ftevents.core.polling import next_poll_delay
 from airflow_ftevents.errors import FineTuneEventsError
 
 EVENT_STATUSES = frozenset({"success", "failed", "cancelled", "timeout", "error"})
@@ -73,46 +73,76 @@ def validate_trigger_event(event: Any) -> dict[str, Any]:
     return dict(event)
 
 
-class FineTuneJobTrigger(BaseTrigger):
-    """Poll a job every ``poll_interval`` seconds until it is terminal or ``end_time`` has passed.
+def progress_from_legacy_kwargs(
+    job_id: str,
+    tail_state: Mapping[str, Any] | None,
+    last_event: Mapping[str, Any] | None,
+    error_events: list[Mapping[str, Any]] | None,
+) -> dict[str, Any]:
+    """A follower state from the kwargs a 0.1.0 trigger row holds, so it resumes after an upgrade."""
+    return {
+        "job_id": job_id,
+        "tail": TailState.from_dict(tail_state).to_dict(),
+        "last_event": dict(last_event) if last_event else None,
+        "error_events": [dict(e) for e in error_events or []],
+        "warned": [],
+    }
 
-    Each wait is up to 10% shorter, at random, so triggers that woke together do not stay in step.
+
+class FineTuneJobTrigger(BaseTrigger):
+    """Follow a job every ``poll_interval`` seconds until it is terminal or ``end_time`` has passed.
+
+    A thin async loop around the core's :class:`~airflow_ftevents.core.follow.JobFollower`, the same
+    follower the sensor pokes with. Each wait is up to 10% shorter, at random, so triggers that woke
+    together do not stay in step. While it waits, it saves the follower's state as an XCom of its task
+    instance, at most once per ``checkpoint_interval`` and only when it moved; a trigger that starts
+    (after a triggerer restart) resumes from the newest checkpoint, so at most one interval's events are
+    logged again and none is lost.
 
     :param job_id: the fine-tuning job to watch.
     :param conn_id: Airflow connection of the API (see FineTuneEventsHook).
     :param api: ``"fine_tuning"`` or ``"fine_tunes"`` (legacy).
     :param poll_interval: seconds between polls (at most; see above).
     :param end_time: unix seconds after which the trigger gives up with a ``timeout`` event.
-    :param tail_state: where the sensor stopped reading events, so each event is logged once.
-    :param last_event: the newest event seen before deferring (for the summary).
-    :param error_events: error-level events seen before deferring (compact), for the failure message.
+    :param progress: the follower's state at deferral (``JobFollower.to_dict()``).
     :param log_events: log each new event in the task log.
+    :param page_size: events per page when reading new events.
+    :param checkpoint_interval: seconds between two checkpoints at most; 0 keeps none.
+    :param read_events: ``False`` follows the status only.
+    :param tail_state: (0.1.0 rows) where the sensor stopped reading events; use ``progress``.
+    :param last_event: (0.1.0 rows) the newest event seen before deferring; use ``progress``.
+    :param error_events: (0.1.0 rows) error-level events seen before deferring; use ``progress``.
     """
 
     def __init__(
         self,
         job_id: str,
         conn_id: str = "openai_default",
-        api: str = "fine_tuning",
+        api: str = CURRENT,
         poll_interval: float = 60.0,
         end_time: float | None = None,
-        tail_state: Mapping[str, Any] | None = None,
-        last_event: Mapping[str, Any] | None = None,
+        progress: Mapping[str, Any] | None = None,
         log_events: bool = True,
         page_size: int = DEFAULT_PAGE_SIZE,
+        checkpoint_interval: float = DEFAULT_CHECKPOINT_INTERVAL,
+        read_events: bool = True,
+        *,
+        tail_state: Mapping[str, Any] | None = None,
+        last_event: Mapping[str, Any] | None = None,
         error_events: list[Mapping[str, Any]] | None = None,
     ) -> None:
         super().__init__()
         self.job_id = job_id
         self.conn_id = conn_id
-        self.api = api
+        self.api = check_api(api)
         self.poll_interval = float(poll_interval)
         self.end_time = end_time
-        self.state = TailState.from_dict(tail_state)
-        self.last_event = dict(last_event) if last_event else None
         self.log_events = log_events
         self.page_size = page_size
-        self.error_events = [dict(e) for e in (error_events or [])][-MAX_ERROR_EVENTS:]
+        self.checkpoint_interval = float(checkpoint_interval)
+        if progress is None and (tail_state or last_event or error_events):
+            progress = progress_from_legacy_kwargs(job_id, tail_state, last_event, error_events)
+        self.follower = JobFollower.from_dict(progress, job_id, self.api, page_size, read_events)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Plain JSON-safe kwargs, no secrets: the key is looked up from the connection at run time."""
@@ -124,22 +154,48 @@ class FineTuneJobTrigger(BaseTrigger):
                 "api": self.api,
                 "poll_interval": self.poll_interval,
                 "end_time": self.end_time,
-                "tail_state": self.state.to_dict(),
-                "last_event": self.last_event,
+                "progress": self.follower.to_dict(),
                 "log_events": self.log_events,
                 "page_size": self.page_size,
-                "error_events": self.error_events,
+                "checkpoint_interval": self.checkpoint_interval,
+                "read_events": self.follower.read_events,
             },
         )
 
-    def _summary(self, job: Mapping[str, Any]) -> dict[str, Any]:
-        return job_summary(self.job_id, job, self.state.count, self.last_event)
+    async def _resume_from_checkpoint(self, store: TriggerCheckpointStore) -> None:
+        try:
+            stored = await store.load()
+        except Exception as exc:  # no checkpoint is no reason to fail the wait
+            self.log.warning("Could not read the checkpoint of job %s: %s", self.job_id, exc)
+            return
+        if not stored:
+            return
+        restored = JobFollower.from_dict(
+            stored, self.job_id, self.api, self.page_size, self.follower.read_events
+        )
+        if restored.is_ahead_of(self.follower):
+            self.log.info(
+                "Resuming job %s from its checkpoint: %d events already logged",
+                self.job_id,
+                restored.event_count,
+            )
+            self.follower = restored
+
+    async def _checkpoint(self, store: TriggerCheckpointStore, policy: CheckpointPolicy) -> None:
+        state = self.follower.to_dict()
+        now = time.time()
+        if not policy.due(state, now):
+            return
+        try:
+            await store.save(state)
+        except Exception as exc:  # the next interval tries again; the wait goes on
+            self.log.warning("Could not save the checkpoint of job %s: %s", self.job_id, exc)
+        else:
+            policy.saved(state, now)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from airflow_ftevents.async_client import AsyncFineTuneEventsClient
 
-        job: dict[str, Any] = {}
-        warned_status: set[str] = set()
         try:
             client = await AsyncFineTuneEventsClient.from_connection(self.conn_id, self.api, logger=self.log)
         except Exception as exc:  # a missing or broken connection ends the wait with a clear event
@@ -147,52 +203,38 @@ class FineTuneJobTrigger(BaseTrigger):
                 trigger_event_payload("error", f"Cannot use connection {self.conn_id!r}: {exc}", None)
             )
             return
+        store = TriggerCheckpointStore(getattr(self, "task_instance", None))
+        keep_checkpoints = self.checkpoint_interval > 0 and store.available
+        if keep_checkpoints:
+            await self._resume_from_checkpoint(store)
+        policy = CheckpointPolicy(self.checkpoint_interval, self.follower.to_dict(), time.time())
+        follower = self.follower
+        plan = follower.follow(self.poll_interval, self.end_time, tolerate_errors=True)
         async with client:
-            while True:
-                try:
-                    job = await client.get_job(self.job_id)
-                    async for event in client.read_new_events(self.job_id, self.state, self.page_size):
-                        self.last_event = event
-                        self.error_events = remember_error_event(self.error_events, event)
+            try:
+                async for outcome in client.run(plan):
+                    if isinstance(outcome, NewEvent):
                         if self.log_events:
-                            log_event(self.log, event)
-                except FineTuneEventsError as exc:
-                    if not exc.retryable:
-                        yield TriggerEvent(trigger_event_payload("error", str(exc), self._summary(job), exc))
-                        return
-                    self.log.warning("Polling job %s failed, will poll again: %s", self.job_id, exc)
-                else:
-                    status = job_status(job)
-                    if is_terminal(status):
-                        yield TriggerEvent(self._final_event(status, job))
-                        return
-                    if not is_known(status) and status not in warned_status:
-                        warned_status.add(status)
+                            log_event(self.log, outcome.event)
+                    elif isinstance(outcome, Polled):
+                        if keep_checkpoints:
+                            await self._checkpoint(store, policy)
+                    elif isinstance(outcome, UnknownStatus):
                         self.log.warning(
                             "Job %s has status %r, unknown to this provider; still waiting",
                             self.job_id,
-                            status,
+                            outcome.status,
                         )
-                delay = next_poll_delay(self.poll_interval, self.end_time, time.time())
-                if delay is None:
-                    yield TriggerEvent(
-                        trigger_event_payload(
-                            "timeout",
-                            f"Fine-tuning job {self.job_id} did not finish before the deadline "
-                            f"(last status {job_status(job) if job else 'unknown'!r})",
-                            self._summary(job),
+                    elif isinstance(outcome, PollFailed):
+                        self.log.warning(
+                            "Polling job %s failed, will poll again: %s", self.job_id, outcome.error
                         )
-                    )
-                    return
-                await asyncio.sleep(delay)
-
-    def _final_event(self, status: str, job: Mapping[str, Any]) -> dict:
-        summary = self._summary(job)
-        if status == SUCCEEDED:
-            model = job.get("fine_tuned_model")
-            return trigger_event_payload(
-                "success",
-                f"Fine-tuning job {self.job_id} succeeded" + (f": {model}" if model else ""),
-                summary,
-            )
-        return trigger_event_payload(status, failure_message(self.job_id, job, self.error_events), summary)
+                    elif isinstance(outcome, Finished):
+                        status = "success" if outcome.status == SUCCEEDED else outcome.status
+                        yield TriggerEvent(trigger_event_payload(status, outcome.message, outcome.summary))
+                        return
+                    elif isinstance(outcome, TimedOut):
+                        yield TriggerEvent(trigger_event_payload("timeout", outcome.message, outcome.summary))
+                        return
+            except FineTuneEventsError as exc:
+                yield TriggerEvent(trigger_event_payload("error", str(exc), follower.summary(), exc))

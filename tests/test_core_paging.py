@@ -610,7 +610,7 @@ def test_job_summary_keys_and_values():
         "finished_at": T0 + 60,
         "hyperparameters": {"n_epochs": 3},
     }
-    last = {**make_events(1)[0], "extra": "dropped"}
+    last = {**make_events(1)[0], "extra": "kept"}
     summary = jobstate.job_summary("ftjob-1", job, 42, last)
     assert summary == {
         "job_id": "ftjob-1",
@@ -619,15 +619,9 @@ def test_job_summary_keys_and_values():
         "trained_tokens": 1234,
         "finished_at": T0 + 60,
         "event_count": 42,
-        "last_event": {
-            "id": "ftevent-000000",
-            "created_at": T0,
-            "level": "info",
-            "type": "message",
-            "message": "Step 0",
-            "data": {},
-        },
+        "last_event": last,  # the event exactly as the API sent it, unknown fields included
     }
+    assert summary["last_event"] is not last  # a copy: the summary does not alias the follower's state
     assert json.loads(json.dumps(summary)) == summary
     assert jobstate.job_summary("j", {"status": "running"}, 0, None) == {
         "job_id": "j",

@@ -9,8 +9,8 @@ import pickle
 import pytest
 from tenacity import Retrying
 
-from airflow_ftevents.core.config import ApiConfig, check_api
-from airflow_ftevents.core.paging import ApiRequest
+from airflow_ftevents.core.api import ApiRequest, check_api
+from airflow_ftevents.core.config import ApiConfig
 from airflow_ftevents.core.polling import next_poll_delay
 from airflow_ftevents.core.responses import api_error, decode_json, require_mapping, transport_error
 from airflow_ftevents.core.retry import (
@@ -245,7 +245,7 @@ def test_next_poll_delay_keeps_the_deadline():
 
 
 def test_config_defaults():
-    config = ApiConfig.from_connection(host=None, password=KEY, extra=None)
+    config = ApiConfig.from_fields(host=None, password=KEY, extra=None)
     assert config == ApiConfig(
         api_key=KEY,
         base_url="https://api.openai.com/v1",
@@ -266,7 +266,7 @@ def test_config_defaults():
 
 
 def test_config_from_extras():
-    config = ApiConfig.from_connection(
+    config = ApiConfig.from_fields(
         host="http://127.0.0.1:8080/v1/",
         password=KEY,
         extra={
@@ -293,12 +293,12 @@ def test_config_from_extras():
 
 
 def test_config_extra_as_json_string_and_host_without_scheme():
-    config = ApiConfig.from_connection(host="api.example.com/v1", password=KEY, extra='{"max_retries": 0}')
+    config = ApiConfig.from_fields(host="api.example.com/v1", password=KEY, extra='{"max_retries": 0}')
     assert (config.base_url, config.max_retries) == ("https://api.example.com/v1", 0)
     assert (
-        ApiConfig.from_connection(host="", password=KEY, extra="  ").base_url == "https://api.openai.com/v1"
+        ApiConfig.from_fields(host="", password=KEY, extra="  ").base_url == "https://api.openai.com/v1"
     )
-    assert ApiConfig.from_connection(host=None, password=KEY, extra={"base_url": "http://b/v1"}).base_url == (
+    assert ApiConfig.from_fields(host=None, password=KEY, extra={"base_url": "http://b/v1"}).base_url == (
         "http://b/v1"
     )
 
@@ -313,7 +313,7 @@ def test_config_from_official_provider_connection():
             "max_retries": 4,
         }
     }
-    config = ApiConfig.from_connection(host=None, password=KEY, extra=extra)
+    config = ApiConfig.from_fields(host=None, password=KEY, extra=extra)
     assert (config.base_url, config.organization, config.project) == (
         "https://proxy.example.com/v1",
         "org-official",
@@ -321,19 +321,19 @@ def test_config_from_official_provider_connection():
     )
     assert (config.timeout, config.max_retries) == (20.0, 4)
     # top-level extras and the host win over openai_client_kwargs
-    config = ApiConfig.from_connection(
+    config = ApiConfig.from_fields(
         host="https://h/v1", password=KEY, extra={**extra, "organization": "org-top", "max_retries": 1}
     )
     assert (config.base_url, config.organization, config.max_retries) == ("https://h/v1", "org-top", 1)
     # a non-mapping openai_client_kwargs is ignored
     assert (
-        ApiConfig.from_connection(host=None, password=KEY, extra={"openai_client_kwargs": "x"}).organization
+        ApiConfig.from_fields(host=None, password=KEY, extra={"openai_client_kwargs": "x"}).organization
         is None
     )
 
 
 def test_config_azure_uses_api_key_header_and_api_version():
-    config = ApiConfig.from_connection(
+    config = ApiConfig.from_fields(
         host="https://res.openai.azure.com/openai",
         password=KEY,
         extra={"api_type": "Azure", "api_version": "2024-10-21"},
@@ -373,7 +373,7 @@ def test_config_params_drop_none_and_lowercase_bools():
 )
 def test_config_bad_extras_raise_clear_errors(extra, message):
     with pytest.raises(FineTuneEventsError) as info:
-        ApiConfig.from_connection(host=None, password=KEY, extra=extra)
+        ApiConfig.from_fields(host=None, password=KEY, extra=extra)
     assert info.value.message == message
     assert info.value.hint is not None and "extra JSON" in info.value.hint
     assert KEY not in str(info.value)
@@ -381,19 +381,19 @@ def test_config_bad_extras_raise_clear_errors(extra, message):
 
 def test_config_missing_key_and_bad_extra_json():
     with pytest.raises(FineTuneEventsError) as info:
-        ApiConfig.from_connection(host=None, password="", extra=None)
+        ApiConfig.from_fields(host=None, password="", extra=None)
     assert (
         str(info.value) == "The connection has no API key. Put the API key in the connection's password field"
     )
     with pytest.raises(FineTuneEventsError) as info:
-        ApiConfig.from_connection(host=None, password=KEY, extra="{not json")
+        ApiConfig.from_fields(host=None, password=KEY, extra="{not json")
     assert (
         str(info.value) == "The connection's extra is not valid JSON. Fix the extra field of the connection"
     )
 
 
 def test_config_repr_hides_the_key():
-    config = ApiConfig.from_connection(host=None, password=KEY, extra={"organization": "org-1"})
+    config = ApiConfig.from_fields(host=None, password=KEY, extra={"organization": "org-1"})
     assert KEY not in repr(config)
     assert KEY not in str(config)
     assert repr(config) == (

@@ -545,7 +545,8 @@ def test_deferrable_wait_hands_over_to_the_trigger_then_exports(sim, sim_conn, t
     ]
     assert kwargs["job_id"] == "ftjob-defer" and kwargs["poll_interval"] == 0.2
     assert before + 60 <= kwargs["end_time"] <= time.time() + 60
-    assert kwargs["tail_state"] in candidates
+    assert kwargs["progress"]["tail"] in candidates
+    assert kwargs["progress"]["last_event"] is None  # nothing logged yet: the export reads it all later
     assert listing(tmp_path) == []
 
     async def first_event() -> Any:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from conftest import API_KEY, CONN_ID, connection_json
-from task_doubles import compact, expected_summary
+from task_doubles import expected_summary
 
 from airflow_ftevents.async_client import AsyncFineTuneEventsClient
 from airflow_ftevents.core.jobstate import format_event
@@ -161,7 +161,7 @@ async def test_deadline_in_the_past_ends_with_timeout_after_one_poll(sim, sim_co
             "trained_tokens": None,
             "finished_at": None,
             "event_count": 2,
-            "last_event": compact(first[1]),
+            "last_event": first[1],
         },
     }
     assert clients[0].is_closed
@@ -254,7 +254,7 @@ async def test_legacy_api(sim, sim_conn, caplog) -> None:
             "trained_tokens": None,
             "finished_at": None,
             "event_count": 30,
-            "last_event": {k: events[-1][k] for k in ("created_at", "level", "message")},
+            "last_event": events[-1],
         },
     }
     assert lines(caplog, trigger) == [format_event(e) for e in events]
@@ -270,19 +270,24 @@ async def test_resumes_from_the_sensors_cursor(sim, sim_conn, caplog) -> None:
     assert lines(caplog, trigger) == [format_event(e) for e in events[10:]]
 
 
+# The kwargs a 0.1.0 sensor wrote into its trigger row: a row still in the database after an upgrade
+# must deserialize and resume from where it stood.
+KWARGS_0_1_0 = {
+    "job_id": "ftjob-x",
+    "conn_id": CONN_ID,
+    "api": "fine_tunes",
+    "poll_interval": 7.0,
+    "end_time": 1_700_000_000.5,
+    "tail_state": {"last_id": None, "last_created_at": None, "count": 3},
+    "last_event": {"created_at": 1, "level": "info", "message": "m"},
+    "log_events": False,
+    "page_size": 20,
+    "error_events": [{"created_at": 2, "level": "error", "message": "bad file"}],
+}
+
+
 def test_serialize_round_trip_is_plain_json_without_the_key() -> None:
-    trigger = FineTuneJobTrigger(
-        "ftjob-x",
-        CONN_ID,
-        "fine_tunes",
-        poll_interval=7,
-        end_time=1_700_000_000.5,
-        tail_state={"last_id": None, "last_created_at": None, "count": 3},
-        last_event={"created_at": 1, "level": "info", "message": "m"},
-        log_events=False,
-        page_size=20,
-        error_events=[{"created_at": 2, "level": "error", "message": "bad file"}],
-    )
+    trigger = FineTuneJobTrigger(**KWARGS_0_1_0)
     classpath, kwargs = trigger.serialize()
     assert classpath == "airflow_ftevents.triggers.FineTuneJobTrigger"
     assert kwargs == {
@@ -291,15 +296,48 @@ def test_serialize_round_trip_is_plain_json_without_the_key() -> None:
         "api": "fine_tunes",
         "poll_interval": 7.0,
         "end_time": 1_700_000_000.5,
-        "tail_state": {"last_id": None, "last_created_at": None, "count": 3},
-        "last_event": {"created_at": 1, "level": "info", "message": "m"},
+        "progress": {
+            "v": 1,
+            "job_id": "ftjob-x",
+            "tail": {"last_id": None, "last_created_at": None, "count": 3},
+            "last_event": {"created_at": 1, "level": "info", "message": "m"},
+            "error_events": [{"created_at": 2, "level": "error", "message": "bad file"}],
+            "warned": [],
+        },
         "log_events": False,
         "page_size": 20,
-        "error_events": [{"created_at": 2, "level": "error", "message": "bad file"}],
+        "checkpoint_interval": 60.0,
+        "read_events": True,
     }
     text = json.dumps(kwargs)
     assert API_KEY not in text and "sk-" not in text
     assert FineTuneJobTrigger(**json.loads(text)).serialize() == (classpath, kwargs)
+
+
+async def test_trigger_row_of_0_1_0_resumes_after_an_upgrade(sim, sim_conn, caplog) -> None:
+    """A row written by 0.1.0 (tail_state/last_event/error_events kwargs, no progress) logs only the
+    events after its cursor and keeps its error events for the failure message."""
+    job_id = sim.add_job(JobSpec(job_id="ftjob-upgrade", n_events=24, outcome="failed"))
+    events = sim.events(job_id)
+    seen = events[9]
+    old = {
+        **KWARGS_0_1_0,
+        "job_id": job_id,
+        "api": "fine_tuning",
+        "poll_interval": 0.05,
+        "end_time": None,
+        "log_events": True,
+        "tail_state": {"last_id": seen["id"], "last_created_at": seen["created_at"], "count": 10},
+        "last_event": seen,
+        "error_events": [{"created_at": 2, "level": "error", "message": "seen before the upgrade"}],
+    }
+    kwargs = json.loads(json.dumps(old))  # as the triggerer reads the row
+    trigger = make(kwargs.pop("job_id"), caplog, **kwargs)
+    (payload,) = await run(trigger)
+    assert [m for m in lines(caplog, trigger) if m.startswith("[")] == [format_event(e) for e in events[10:]]
+    assert payload["status"] == "failed"
+    assert payload["job"]["event_count"] == 24
+    assert "seen before the upgrade" in payload["message"]
 
 
 async def test_log_events_false_logs_no_event(sim, sim_conn, caplog) -> None:

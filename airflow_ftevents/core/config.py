@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote
 
-from airflow_ftevents.errors import FineTuneEventsError
+from airflow_ftevents.core.api import ApiFamily
+from airflow_ftevents.errors import FineTuneEventsError, InvalidJobIdError
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_TIMEOUT = 600.0
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_MAX_RETRIES = 2
-API_FAMILIES = ("fine_tuning", "fine_tunes")
+API_FAMILIES = tuple(family.value for family in ApiFamily)
 
 
 def _first(*values: Any) -> Any:
@@ -61,21 +62,6 @@ def _as_retries(value: Any) -> int:
     return number
 
 
-class InvalidJobIdError(FineTuneEventsError, ValueError):
-    """A job id that no escaping can carry in a URL path (``""``, ``"."``, ``".."``).
-
-    A ValueError (it is a bad argument) and a FineTuneEventsError, so the trigger ends with its one
-    ``error`` event instead of crashing, like for any other error that no retry can cure.
-    """
-
-
-def check_api(api: str) -> str:
-    """Validate the ``api`` argument early, with the accepted values in the message."""
-    if api not in API_FAMILIES:
-        raise ValueError(f"api must be 'fine_tuning' (current API) or 'fine_tunes' (legacy API), got {api!r}")
-    return api
-
-
 @dataclass(frozen=True)
 class ApiConfig:
     """Everything needed to address the API; ``repr`` never shows the key."""
@@ -92,9 +78,33 @@ class ApiConfig:
 
     @classmethod
     def from_connection(
+        cls, conn: Any, *, timeout: float | None = None, max_retries: int | None = None
+    ) -> ApiConfig:
+        """Read an Airflow ``Connection`` (ours, or one made for the official OpenAI provider).
+
+        ``timeout`` and ``max_retries`` override the connection's extras. The sync hook, the async
+        client and the command line all come through here, so none of them needs the others.
+        """
+        host = conn.host
+        if host and "://" not in host and (conn.port or conn.schema):
+            host = (
+                f"https://{host}"
+                + (f":{conn.port}" if conn.port else "")
+                + (f"/{conn.schema}" if conn.schema else "")
+            )
+        config = cls.from_fields(host=host, password=conn.password, extra=conn.extra_dejson)
+        overrides: dict[str, Any] = {}
+        if timeout is not None:
+            overrides["timeout"] = float(timeout)
+        if max_retries is not None:
+            overrides["max_retries"] = int(max_retries)
+        return replace(config, **overrides) if overrides else config
+
+    @classmethod
+    def from_fields(
         cls, *, host: str | None, password: str | None, extra: Mapping[str, Any] | str | None
     ) -> ApiConfig:
-        """Read an Airflow connection: ours, or one made for the official OpenAI provider."""
+        """Build from a connection's host, password (the key) and extra (a dict or its JSON)."""
         if isinstance(extra, str):
             try:
                 extra = json.loads(extra) if extra.strip() else {}

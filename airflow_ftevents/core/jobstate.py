@@ -39,7 +39,7 @@ MAX_ERROR_EVENTS = 10  # error-level events quoted when a job fails
 
 
 def compact_event(event: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """The last event, trimmed to what fits an XCom summary."""
+    """An error event, trimmed to what a failure message quotes."""
     if event is None:
         return None
     keys = ("id", "created_at", "level", "type", "message", "data")
@@ -67,7 +67,7 @@ def job_summary(
         "trained_tokens": job.get("trained_tokens"),
         "finished_at": job.get("finished_at"),
         "event_count": event_count,
-        "last_event": compact_event(last_event),
+        "last_event": dict(last_event) if last_event is not None else None,  # exactly as the API sent it
     }
 
 

@@ -10,8 +10,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from airflow_ftevents.core.retry import backoff_delay
 from airflow_ftevents.core.sse import ServerSentEvent
-from airflow_ftevents.errors import FineTuneEventsResponseError
+from airflow_ftevents.errors import (
+    FineTuneEventsConnectionError,
+    FineTuneEventsError,
+    FineTuneEventsResponseError,
+)
 
 DONE = "[DONE]"
 
@@ -52,3 +57,32 @@ class LegacyStreamResume:
             )
         self.position += 1
         return event
+
+
+class ReconnectBudget:
+    """How often a legacy stream may fail before the follower gives up.
+
+    Not tenacity: the budget starts afresh whenever a connection delivered new events, so a long stream
+    that drops every hour is followed to the end, while one that fails repeatedly without progress
+    stops after ``max_retries`` reconnects with a clear error.
+    """
+
+    def __init__(self, max_retries: int) -> None:
+        self.max_retries = max_retries
+        self.failures = 0
+
+    def after_failure(self, exc: FineTuneEventsError, progressed: bool, job_id: str) -> float:
+        """Seconds to wait before reconnecting, or raise when no reconnect may help any more."""
+        if not exc.retryable:
+            raise exc
+        self.failures = 1 if progressed else self.failures + 1
+        if self.failures > self.max_retries:
+            raise FineTuneEventsConnectionError(
+                f"The event stream of fine-tune {job_id} failed {self.failures} times in a row without "
+                f"new events (last: {exc.message})",
+                status_code=exc.status_code,
+                code=exc.code,
+                request_id=exc.request_id,
+                hint="Raise the connection's extra 'max_retries' or try again later",
+            ) from None
+        return exc.retry_after if exc.retry_after is not None else backoff_delay(self.failures)

@@ -11,53 +11,55 @@ from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from airflow_ftevents.core.api import (
+    ApiRequest,
+    checkpoints_request,
+    events_request,
+    jobs_request,
+    legacy_events_request,
+)
 from airflow_ftevents.core.responses import require_mapping
 from airflow_ftevents.core.window import EventWindow
 from airflow_ftevents.errors import FineTuneEventsPagingError, FineTuneEventsResponseError
 
-CURRENT = "fine_tuning"
-LEGACY = "fine_tunes"
 DEFAULT_PAGE_SIZE = 100
 MIN_TAIL_PAGE = 10  # first page of a tail read: a poll usually finds a handful of new events
 
 
 @dataclass(frozen=True)
-class ApiRequest:
-    """One GET to perform: path segments (escaped by the driver) and query parameters."""
-
-    segments: tuple[str, ...]
-    params: Mapping[str, Any] = field(default_factory=dict)
-    what: str = "request"
-
-
-@dataclass(frozen=True)
 class Emit:
-    """A value handed to the plan's caller (a page of events, newest first, or a job)."""
+    """A value handed to the plan's caller (a page of events, newest first, a job, an outcome)."""
 
     value: Any
 
 
-Plan = Generator["ApiRequest | Emit", Any, Any]
+@dataclass(frozen=True)
+class Sleep:
+    """Wait this many seconds before the plan goes on (``time.sleep`` or ``asyncio.sleep``, by driver)."""
+
+    seconds: float
 
 
-def job_request(api: str, job_id: str) -> ApiRequest:
-    if api == LEGACY:
-        return ApiRequest(("fine-tunes", job_id), {}, f"GET fine-tune {job_id}")
-    return ApiRequest(("fine_tuning", "jobs", job_id), {}, f"GET fine-tuning job {job_id}")
+Plan = Generator["ApiRequest | Emit | Sleep", Any, Any]
 
 
-def events_request(job_id: str, after: str | None = None, limit: int | None = None) -> ApiRequest:
-    return ApiRequest(
-        ("fine_tuning", "jobs", job_id, "events"),
-        {"after": after, "limit": limit},
-        f"GET events of fine-tuning job {job_id}" + (f" after {after}" if after else ""),
-    )
-
-
-def legacy_events_request(job_id: str) -> ApiRequest:
-    return ApiRequest(
-        ("fine-tunes", job_id, "events"), {"stream": False}, f"GET events of fine-tune {job_id}"
-    )
+def relay(plan: Plan, on_emit: Callable[[Any], Any]) -> Plan:
+    """Run ``plan`` inside another plan: its requests go out as they are, and each value it emits goes
+    through ``on_emit``, whose result is emitted unless it is ``None`` (then it is kept from the caller).
+    Returns the inner plan's return value."""
+    step = next(plan)
+    while True:
+        if isinstance(step, Emit):
+            value = on_emit(step.value)
+            if value is not None:
+                yield Emit(value)
+            sent: Any = None
+        else:
+            sent = yield step
+        try:
+            step = plan.send(sent)
+        except StopIteration as stop:
+            return stop.value
 
 
 def check_page_size(page_size: int) -> int:
@@ -66,12 +68,12 @@ def check_page_size(page_size: int) -> int:
     return page_size
 
 
-def _page_events(page: Any, what: str) -> tuple[list[dict[str, Any]], bool | None]:
+def _page_items(page: Any, what: str, kind: str = "event") -> tuple[list[dict[str, Any]], bool | None]:
     page = require_mapping(page, what, ("data",))
     data = page["data"]
     if not isinstance(data, list) or not all(isinstance(e, Mapping) for e in data):
         raise FineTuneEventsResponseError(
-            f"{what} returned 'data' that is not a list of event objects",
+            f"{what} returned 'data' that is not a list of {kind} objects",
             code="unexpected_shape",
             hint="Check that the connection's base URL points at an OpenAI-compatible API",
         )
@@ -79,35 +81,40 @@ def _page_events(page: Any, what: str) -> tuple[list[dict[str, Any]], bool | Non
     return data, (None if has_more is None else bool(has_more))
 
 
-def walk_back(
-    job_id: str,
+def walk_list(
+    make_request: Callable[[str | None, int], ApiRequest],
+    owner: str,
     page_size: int = DEFAULT_PAGE_SIZE,
     *,
+    kind: str = "event",
     window: EventWindow | None = None,
     stop: Callable[[Mapping[str, Any]], bool] | None = None,
     first_page_size: int | None = None,
 ) -> Plan:
-    """Read pages from the newest event back in time; emit each page (newest first) as a list.
+    """Read a cursor-paged list (newest first) page by page; emit each page (newest first) as a list.
 
-    Stops at the last page, at the first event older than ``window`` (newest-first order makes this
-    cheap), or at the first event for which ``stop`` is true (that event is not emitted). Refuses to
-    loop: a cursor seen before, or ``has_more`` with an empty page, raises FineTuneEventsPagingError.
-    When ``has_more`` is missing, a full page is taken to mean "maybe more" and a short one "no more".
+    ``make_request(after, limit)`` builds each request; errors name the list as the ``kind`` items of
+    ``owner`` (``"events of job ftjob-1"``). Stops at the
+    last page, at the first item older than ``window`` (newest-first order makes this cheap), or at the
+    first item for which ``stop`` is true (that item is not emitted). Refuses to loop: a cursor seen
+    before, or ``has_more`` with an empty page, raises FineTuneEventsPagingError. When ``has_more`` is
+    missing, a full page is taken to mean "maybe more" and a short one "no more".
     ``first_page_size`` (default ``page_size``) sizes the first request only.
     """
     check_page_size(page_size)
     limit = check_page_size(first_page_size) if first_page_size is not None else page_size
+    label = f"{kind}s of {owner}"
     after: str | None = None
     seen: set[str] = set()
     while True:
-        request = events_request(job_id, after, limit)
-        data, has_more = _page_events((yield request), request.what)
+        request = make_request(after, limit)
+        data, has_more = _page_items((yield request), request.what, kind)
         if has_more is None:
             has_more = len(data) >= limit
         cut = len(data)
         finished = False
-        for index, event in enumerate(data):
-            if (stop is not None and stop(event)) or (window is not None and window.is_before_start(event)):
+        for index, item in enumerate(data):
+            if (stop is not None and stop(item)) or (window is not None and window.is_before_start(item)):
                 cut, finished = index, True
                 break
         kept = data[:cut]
@@ -119,7 +126,7 @@ def walk_back(
             return
         if not data:
             raise FineTuneEventsPagingError(
-                f"The events of job {job_id} came back empty with has_more=true after cursor {after!r}; "
+                f"The {label} came back empty with has_more=true after cursor {after!r}; "
                 "stopping instead of asking for the same page forever",
                 code="empty_page_has_more",
                 hint="The server's paging is broken; retry later or report it to the API provider",
@@ -127,19 +134,55 @@ def walk_back(
         cursor = data[-1].get("id")
         if not isinstance(cursor, str) or not cursor:
             raise FineTuneEventsResponseError(
-                f"An event of job {job_id} has no 'id', so paging cannot continue",
-                code="event_without_id",
+                f"An {kind} of {owner} has no 'id', so paging cannot continue",
+                code=f"{kind}_without_id",
                 hint="Use api='fine_tunes' for legacy jobs, whose events have no id",
             )
         if cursor in seen:
             raise FineTuneEventsPagingError(
-                f"The events of job {job_id} repeated cursor {cursor!r}: the server returned a page it "
+                f"The {label} repeated cursor {cursor!r}: the server returned a page it "
                 "returned before; stopping instead of looping forever",
                 code="repeated_cursor",
                 hint="The server ignores the 'after' parameter; retry later or report it to the API provider",
             )
         seen.add(cursor)
         after, limit = cursor, page_size
+
+
+def walk_back(
+    job_id: str,
+    page_size: int = DEFAULT_PAGE_SIZE,
+    *,
+    window: EventWindow | None = None,
+    stop: Callable[[Mapping[str, Any]], bool] | None = None,
+    first_page_size: int | None = None,
+) -> Plan:
+    """The events of a job from the newest back in time (see :func:`walk_list`)."""
+    return walk_list(
+        lambda after, limit: events_request(job_id, after, limit),
+        f"job {job_id}",
+        page_size,
+        window=window,
+        stop=stop,
+        first_page_size=first_page_size,
+    )
+
+
+def walk_jobs(metadata: Mapping[str, str] | None = None, page_size: int = DEFAULT_PAGE_SIZE) -> Plan:
+    """Every fine-tuning job of the account (matching ``metadata``), newest created first."""
+    return walk_list(
+        lambda after, limit: jobs_request(after, limit, metadata), "the account", page_size, kind="job"
+    )
+
+
+def walk_checkpoints(job_id: str, page_size: int = DEFAULT_PAGE_SIZE) -> Plan:
+    """Every checkpoint of a job, newest first."""
+    return walk_list(
+        lambda after, limit: checkpoints_request(job_id, after, limit),
+        f"job {job_id}",
+        page_size,
+        kind="checkpoint",
+    )
 
 
 @dataclass
@@ -184,24 +227,18 @@ def tail_new(job_id: str, state: TailState, page_size: int = DEFAULT_PAGE_SIZE) 
     """
     newest: Mapping[str, Any] | None = None
     new = 0
+
+    def count(page: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        nonlocal newest, new
+        if newest is None and page:
+            newest = page[0]
+        new += len(page)
+        return page
+
     first = page_size
     if state.last_id is not None:
         first = min(page_size, max(MIN_TAIL_PAGE, 2 * state.last_new))
-    inner = walk_back(job_id, page_size, stop=state.is_known, first_page_size=first)
-    step = next(inner)
-    while True:
-        if isinstance(step, Emit):
-            if newest is None and step.value:
-                newest = step.value[0]
-            new += len(step.value)
-            yield step
-            sent: Any = None
-        else:
-            sent = yield step
-        try:
-            step = inner.send(sent)
-        except StopIteration:
-            break
+    yield from relay(walk_back(job_id, page_size, stop=state.is_known, first_page_size=first), count)
     if newest is not None:
         state.last_id = newest.get("id")
         state.last_created_at = newest.get("created_at")
@@ -214,7 +251,7 @@ def legacy_events(job_id: str, skip: int = 0) -> Plan:
     """The legacy ``stream=false`` list from position ``skip`` on, emitted as one page (newest first,
     like every emitted page, although the legacy API sends it oldest first)."""
     request = legacy_events_request(job_id)
-    data, _ = _page_events((yield request), request.what)
+    data, _ = _page_items((yield request), request.what)
     if len(data) < skip:
         raise FineTuneEventsResponseError(
             f"The legacy event list of job {job_id} has {len(data)} events, fewer than the {skip} already "
