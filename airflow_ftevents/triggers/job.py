@@ -147,7 +147,7 @@ class FineTuneJobTrigger(BaseTrigger):
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Plain JSON-safe kwargs, no secrets: the key is looked up from the connection at run time."""
         return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
+            "airflow_ftevents.triggers.FineTuneJobTrigger",  # the public path, stable across refactors
             {
                 "job_id": self.job_id,
                 "conn_id": self.conn_id,

@@ -1,0 +1,24 @@
+"""The package's triggers, importable from here (the path users and serialized trigger rows name).
+
+- :class:`FineTuneJobTrigger` waits for one job (the deferrable sensor and operators).
+"""
+
+from __future__ import annotations
+
+from airflow_ftevents.triggers.job import (
+    EVENT_STATUSES,
+    FineTuneJobTrigger,
+    error_from_event,
+    progress_from_legacy_kwargs,
+    trigger_event_payload,
+    validate_trigger_event,
+)
+
+__all__ = [
+    "EVENT_STATUSES",
+    "FineTuneJobTrigger",
+    "error_from_event",
+    "progress_from_legacy_kwargs",
+    "trigger_event_payload",
+    "validate_trigger_event",
+]
