@@ -27,32 +27,18 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
+from airflow_ftevents._compat import (
+    AirflowRescheduleException,
+    AirflowSensorTimeout,
+    AirflowSkipException,
+    default_deferrable,
+)
 from airflow_ftevents.core.api import CURRENT, check_api
 from airflow_ftevents.core.checkpoint import DEFAULT_CHECKPOINT_INTERVAL
-from airflow_ftevents.core.follow import Finished, JobFollower, NewEvent, Polled, UnknownStatus
-from airflow_ftevents.core.jobstate import log_event
+from airflow_ftevents.core.follow import JobFollower, NewEvent, UnknownStatus
 from airflow_ftevents.core.paging import DEFAULT_PAGE_SIZE, check_page_size
 from airflow_ftevents.links import FineTuneJobLink
-
-try:  # Airflow >= 3.2: the Task SDK owns these; airflow.exceptions warns about them
-    from airflow.sdk.exceptions import (
-        AirflowFailException,
-        AirflowRescheduleException,
-        AirflowSensorTimeout,
-        AirflowSkipException,
-    )
-except ImportError:  # Airflow 3.1
-    from airflow.exceptions import (  # type: ignore[no-redef]
-        AirflowFailException,
-        AirflowRescheduleException,
-        AirflowSensorTimeout,
-        AirflowSkipException,
-    )
-
-try:
-    from airflow.sdk.configuration import conf
-except ImportError:  # Airflow 3.1
-    from airflow.configuration import conf  # type: ignore[no-redef]
+from airflow_ftevents.waiting import event_summary, finished_result, first_finished
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -148,7 +134,7 @@ class FineTuneJobSensor(BaseSensorOperator):
         job_id: str,
         conn_id: str = "openai_default",
         api: str = CURRENT,
-        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        deferrable: bool = default_deferrable(),
         log_events: bool = True,
         page_size: int = DEFAULT_PAGE_SIZE,
         checkpoint_interval: float = DEFAULT_CHECKPOINT_INTERVAL,
@@ -199,42 +185,12 @@ class FineTuneJobSensor(BaseSensorOperator):
     def poke(self, context: Context) -> PokeReturnValue:
         """Read the job, then its new events (the read after a terminal status holds the last ones)."""
         follower = self._load(context)
-        changed = False
-        finished: Finished | None = None
-        for outcome in self.hook.poll_job(follower):
-            if isinstance(outcome, NewEvent):
-                changed = True
-                if self.log_events:
-                    log_event(self.log, outcome.event)
-            elif isinstance(outcome, UnknownStatus):
-                changed = True
-                self.log.warning(
-                    "Job %s has status %r, unknown to this provider; still waiting",
-                    self.job_id,
-                    outcome.status,
-                )
-            elif isinstance(outcome, Polled):
-                self._save(context, follower, changed)
-                self.log.info(
-                    "Job %s is %s: %d new events, %d in all",
-                    self.job_id,
-                    outcome.status,
-                    outcome.new_events,
-                    outcome.event_count,
-                )
-            elif isinstance(outcome, Finished):
-                finished = outcome
+        outcomes = self.hook.poll_job(follower)
+        self._save(context, follower, any(isinstance(o, (NewEvent, UnknownStatus)) for o in outcomes))
+        finished = first_finished(self.log, self.job_id, outcomes, self.log_events)
         if finished is None:
             return PokeReturnValue(is_done=False)
-        if finished.succeeded:
-            return PokeReturnValue(is_done=True, xcom_value=finished.summary)
-        raise self._job_failed(finished.message)
-
-    def _job_failed(self, message: str) -> Exception:
-        """A failed or cancelled job: no retry helps, so fail at once (or skip with soft_fail)."""
-        if self.soft_fail:
-            return AirflowSkipException(message)
-        return AirflowFailException(message)
+        return PokeReturnValue(is_done=True, xcom_value=finished_result(finished, self.soft_fail))
 
     def _check_then_defer(self, context: Context) -> Any:
         deadline = wall_clock() + self.timeout
@@ -275,26 +231,12 @@ class FineTuneJobSensor(BaseSensorOperator):
         ``**kwargs``: a real triggerer passes the ``defer(kwargs=...)`` along (there are none today).
         """
         from airflow_ftevents.checkpoints import delete_checkpoint
-        from airflow_ftevents.triggers import error_from_event, validate_trigger_event
 
         delete_checkpoint(context)
-        event = validate_trigger_event(event)
-        status, message = event["status"], event["message"]
-        if status == "success":
-            if not isinstance(event.get("job"), dict):
-                raise ValueError(f"Trigger event 'success' without a job summary: {event!r}")
-            self.log.info("%s", message)
-            return event["job"]
-        if status in ("failed", "cancelled"):
-            raise self._job_failed(message)
-        if status == "timeout":
-            if self.soft_fail:
-                raise AirflowSkipException(message)
-            raise AirflowSensorTimeout(message)
-        # "error": an API or connection problem; an ordinary failure that retries may cure, and not an
-        # AirflowException, so soft_fail does not turn it into a skip. The trigger's own exception
-        # (class, status code, code, request id) is raised again.
-        raise error_from_event(event)
+        return event_summary(event, self.soft_fail, self.log, self._timed_out)
+
+    def _timed_out(self, message: str) -> BaseException:
+        return AirflowSkipException(message) if self.soft_fail else AirflowSensorTimeout(message)
 
     # -- where the progress lives between pokes ----------------------------------------------------
 

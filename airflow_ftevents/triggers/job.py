@@ -114,6 +114,9 @@ class FineTuneJobTrigger(BaseTrigger):
     :param error_events: (0.1.0 rows) error-level events seen before deferring; use ``progress``.
     """
 
+    # The public path: serialized rows, the trigger's logger name and reprs do not depend on the layout.
+    __module__ = "airflow_ftevents.triggers"
+
     def __init__(
         self,
         job_id: str,
@@ -147,7 +150,7 @@ class FineTuneJobTrigger(BaseTrigger):
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Plain JSON-safe kwargs, no secrets: the key is looked up from the connection at run time."""
         return (
-            "airflow_ftevents.triggers.FineTuneJobTrigger",  # the public path, stable across refactors
+            f"{type(self).__module__}.{type(self).__qualname__}",
             {
                 "job_id": self.job_id,
                 "conn_id": self.conn_id,
