@@ -1,10 +1,13 @@
-"""Fixtures and helpers for the simulator's tests: a shared simulator, an authenticated session, and
-validators built from the official OpenAPI excerpt (so "matches the API" is checked, not assumed).
+"""Fixtures and helpers for the simulator's tests (``tests/test_simulator_*.py``): a shared simulator, an
+authenticated session, validators built from the official OpenAPI excerpt (so "matches the API" is
+checked, not assumed), and the small helpers every one of those files uses.
 """
 
 from __future__ import annotations
 
 import copy
+import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +18,7 @@ import requests
 import yaml
 from jsonschema import Draft202012Validator
 
-from airflow_ftevents.simulator import Simulator
+from airflow_ftevents.simulator import JobSpec, Simulator
 
 SIM_KEY = "sk-sim-Jq4Xv8TtR2mW6pLz"  # fake key; asserted never to appear in responses
 # The official OpenAPI excerpt, kept beside the tests so a fresh clone can run them.
@@ -24,10 +27,19 @@ SCHEMA_NAMES = (
     "FineTuningJob",
     "FineTuningJobEvent",
     "ListFineTuningJobEventsResponse",
+    "ListPaginatedFineTuningJobsResponse",
+    "FineTuningJobCheckpoint",
+    "ListFineTuningJobCheckpointsResponse",
+    "CreateFineTuningJobRequest",
     "FineTune",
     "FineTuneEvent",
     "ListFineTuneEventsResponse",
 )
+PAUSED = "FineTuningJob+paused"  # the job schema with `paused` in its status enum (pause/resume exist)
+REQUEST_ID = re.compile(r"^req_[0-9a-f]{32}$")
+JOB_ID = re.compile(r"^ftjob-[A-Za-z0-9]{24}$")
+EVENT_ID = re.compile(r"^ftevent-[A-Za-z0-9]{24}$")
+CHECKPOINT_ID = re.compile(r"^ftckpt_[A-Za-z0-9]{24}$")
 
 
 def _as_json_schema(node: Any) -> Any:
@@ -60,13 +72,22 @@ def load_validators() -> dict[str, Draft202012Validator]:
         root = copy.copy(document)
         root["$ref"] = f"#/components/schemas/{name}"
         validators[name] = Draft202012Validator(root)
+    # The excerpt's status enum predates pause/resume: a paused job is checked against it plus `paused`.
+    paused = copy.deepcopy(document)
+    paused["components"]["schemas"]["FineTuningJob"]["properties"]["status"]["enum"].append("paused")
+    paused["$ref"] = "#/components/schemas/FineTuningJob"
+    validators[PAUSED] = Draft202012Validator(paused)
     return validators
+
+
+def yaml_schema(name: str) -> dict[str, Any]:
+    """One component schema of the excerpt, as written."""
+    return yaml.safe_load(SCHEMA_FILE.read_text())["components"]["schemas"][name]
 
 
 def schema_properties(name: str) -> set[str]:
     """Declared property names of a schema, to check that default mode sends nothing beyond them."""
-    document = yaml.safe_load(SCHEMA_FILE.read_text())
-    return set(document["components"]["schemas"][name]["properties"])
+    return set(yaml_schema(name)["properties"])
 
 
 @pytest.fixture(scope="session")
@@ -133,3 +154,57 @@ def sse_lines(response: requests.Response) -> Iterator[str]:
     """Lines of an event stream as text (the simulator only sends LF line ends)."""
     for raw in response.iter_lines(chunk_size=None, decode_unicode=False):
         yield raw.decode()
+
+
+def unique_id(prefix: str = "ftjob-t") -> str:
+    """Jobs live in a module-wide simulator: give each test its own ids."""
+    unique_id.counter += 1  # type: ignore[attr-defined]
+    return f"{prefix}{unique_id.counter}"  # type: ignore[attr-defined]
+
+
+unique_id.counter = 0  # type: ignore[attr-defined]
+
+
+def add(sim: Simulator, **kwargs: Any) -> str:
+    """Add a job with a fresh id unless the test names one."""
+    kwargs.setdefault("job_id", unique_id())
+    return sim.add_job(JobSpec(**kwargs))
+
+
+def strip_to_legacy(event: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "object": "fine-tune-event",
+        "created_at": event["created_at"],
+        "level": event["level"],
+        "message": event["message"],
+    }
+
+
+def read_stream(response: requests.Response) -> tuple[list[dict[str, Any]], list[str]]:
+    """(data events, other lines) of a legacy stream read to its end."""
+    events, other = [], []
+    for line in sse_lines(response):
+        if line.startswith("data: ") and line != "data: [DONE]":
+            events.append(json.loads(line[len("data: ") :]))
+        elif line:
+            other.append(line)
+    return events, other
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand, for exact lifecycle arithmetic."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def jobs_url(sim: Simulator) -> str:
+    return f"{sim.base_url}/fine_tuning/jobs"
+
+
+def control_url(sim: Simulator, path: str) -> str:
+    """URL of a ``/_sim/`` control route of ``sim``."""
+    return f"{sim.base_url[: -len('/v1')]}/_sim/{path}"

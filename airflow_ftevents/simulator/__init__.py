@@ -9,24 +9,26 @@ waiting. Standard library only, no Airflow import, so it starts fast anywhere::
         sim.add_job(JobSpec(job_id="ftjob-abc", n_events=200, duration=5.0))
         ...  # point a client at sim.base_url with the key "sk-sim-test"
 
-Command line: ``python -m airflow_ftevents.simulator --port 8080`` (first stdout line: the base URL).
+Command line: ``python -m airflow_ftevents.simulator`` (port 8765 by default, ``--port 0`` for a free
+one; the first stdout line is the base URL).
 
 Routes, under ``/v1``, ``/openai/v1`` and ``/openai`` (``api-version`` is ignored):
 ``GET|POST /fine_tuning/jobs``, ``GET /fine_tuning/jobs/{id}``, ``GET /fine_tuning/jobs/{id}/events``,
-``POST /fine_tuning/jobs/{id}/cancel``, ``GET /fine-tunes``, ``GET /fine-tunes/{id}``,
-``GET /fine-tunes/{id}/events[?stream=true]``; and, without auth, ``/_sim/faults``,
-``/_sim/random_faults``, ``/_sim/jobs`` and ``/_sim/requests`` to drive a simulator in another process.
+``GET /fine_tuning/jobs/{id}/checkpoints``, ``POST /fine_tuning/jobs/{id}/cancel|pause|resume``,
+``GET /fine-tunes``, ``GET /fine-tunes/{id}``, ``GET /fine-tunes/{id}/events[?stream=true]``; and,
+without auth, ``/_sim/...`` (see :mod:`.control`) to drive a simulator in another process.
+``api_key=None`` turns authentication off. The choices made where the API documents nothing are listed
+in :mod:`.routes`.
 
-Choices where the API documents nothing: an ``after`` that is not the id of a visible event of the job
-is refused with 400 (``param: "after"``, ``code: "invalid_cursor"``); ``limit`` must be a positive
-integer (400 otherwise) and has no maximum; cancelling a finished job is a 400
-(``code: "job_not_cancellable"``); ``api_key=None`` turns authentication off.
+Modules: :mod:`.model` (a job and its events as pure functions), :mod:`.jobs` (the registry, the jobs
+list, cheap history), :mod:`.validation` (create requests), :mod:`.faults`, :mod:`.framing` (HTTP),
+:mod:`.routes` (the API endpoints), :mod:`.control` (``/_sim/``) and :mod:`.facade` (:class:`Simulator`).
 """
 
 from __future__ import annotations
 
+from airflow_ftevents.simulator.facade import Simulator
 from airflow_ftevents.simulator.faults import FAULT_KINDS
 from airflow_ftevents.simulator.model import OUTCOMES, JobSpec
-from airflow_ftevents.simulator.server import Simulator
 
 __all__ = ["FAULT_KINDS", "OUTCOMES", "JobSpec", "Simulator"]

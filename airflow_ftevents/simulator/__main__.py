@@ -12,10 +12,11 @@ import sys
 import threading
 from typing import Any
 
+from airflow_ftevents.simulator.facade import Simulator
 from airflow_ftevents.simulator.faults import FAULT_KINDS
 from airflow_ftevents.simulator.model import OUTCOMES, JobSpec
-from airflow_ftevents.simulator.server import Simulator
 
+DEFAULT_PORT = 8765  # not 8080: that is the Airflow api-server's port
 DEMO_JOB = JobSpec(job_id="ftjob-demo", n_events=300, duration=60.0, outcome="succeeded")
 
 
@@ -72,7 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Local simulator of the OpenAI fine-tuning events API (current and legacy endpoints).",
     )
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080, help="0 picks a free port")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help=f"port to listen on (default {DEFAULT_PORT}, off Airflow's 8080; 0 picks a free port)",
+    )
     parser.add_argument(
         "--api-key", default="sk-sim-test", help="key clients must send (default: sk-sim-test)"
     )
@@ -108,6 +114,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--default-seconds", type=float, default=10.0, help="duration of jobs created over HTTP"
     )
     parser.add_argument("--default-outcome", default="succeeded", choices=OUTCOMES)
+    parser.add_argument(
+        "--cancel-finished",
+        default="error",
+        choices=("error", "unchanged"),
+        help="answer to cancelling a finished job: a 400 (default) or the job unchanged",
+    )
+    parser.add_argument(
+        "--history",
+        type=int,
+        default=0,
+        metavar="N",
+        help="add N old jobs to the account (see --history-running)",
+    )
+    parser.add_argument(
+        "--history-running", type=int, default=0, metavar="M", help="of the --history jobs, M still run"
+    )
     parser.add_argument("--verbose", action="store_true", help="log each request on stderr")
     return parser
 
@@ -124,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         default_duration=args.default_seconds,
         default_outcome=args.default_outcome,
         verbose=args.verbose,
+        cancel_finished=args.cancel_finished,
     )
     try:
         for kind, count, path, params in args.fault:
@@ -131,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.random_faults:
             kinds = args.random_kinds.split(",") if args.random_kinds else None
             sim.set_random_faults(args.random_faults, kinds, args.random_seed)
+        if args.history or args.history_running:
+            sim.add_history(args.history, args.history_running)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -151,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(sim.base_url, flush=True)
     for job_id in sim.job_ids():
-        job = sim._require(job_id).spec
+        job = sim.job_spec(job_id)
         print(
             f"job {job_id}: {job.n_events} events over {job.duration:g} s, ends {job.outcome}",
             file=sys.stderr,

@@ -2,7 +2,9 @@
 
 A fault is queued for the next ``count`` requests whose raw path (with query) contains ``path`` and to
 whose endpoint it applies (a ``drop_stream`` waits for a legacy stream, an ``empty_has_more`` for a
-paged list). A random mode picks faults with a seeded generator for soak tests.
+paged list). A random mode picks faults with a seeded generator for soak tests. ``reset`` resets the
+connection before the request is carried out; ``reset_after_processing`` carries it out (a POST creates
+or cancels the job) and then resets instead of answering, the failure that makes a retried POST unsafe.
 """
 
 from __future__ import annotations
@@ -18,14 +20,31 @@ EVENTS = "events"
 JOBS_LIST = "jobs_list"
 CREATE = "create"
 CANCEL = "cancel"
+PAUSE = "pause"
+RESUME = "resume"
+CHECKPOINTS = "checkpoints"
 LEGACY_JOB = "legacy_job"
 LEGACY_EVENTS = "legacy_events"
 LEGACY_STREAM = "legacy_stream"
 LEGACY_LIST = "legacy_list"
-ROUTES = (JOB, EVENTS, JOBS_LIST, CREATE, CANCEL, LEGACY_JOB, LEGACY_EVENTS, LEGACY_STREAM, LEGACY_LIST)
+ROUTES = (
+    JOB,
+    EVENTS,
+    JOBS_LIST,
+    CREATE,
+    CANCEL,
+    PAUSE,
+    RESUME,
+    CHECKPOINTS,
+    LEGACY_JOB,
+    LEGACY_EVENTS,
+    LEGACY_STREAM,
+    LEGACY_LIST,
+)
 JSON_ROUTES = frozenset(ROUTES) - {LEGACY_STREAM}
+PAGED_ROUTES = frozenset({EVENTS, JOBS_LIST, CHECKPOINTS})
 
-_COMMON = frozenset({"headers", "message"})
+_COMMON = frozenset({"headers", "message", "endpoint"})  # endpoint: one route only, e.g. "create"
 # kind -> (endpoints it applies to, parameters it accepts besides headers/message)
 _KINDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "429": (frozenset(ROUTES), frozenset({"retry_after", "retry_after_ms", "retry_after_date"})),
@@ -34,16 +53,20 @@ _KINDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "503": (frozenset(ROUTES), frozenset({"retry_after"})),
     "slow": (frozenset(ROUTES), frozenset({"delay"})),
     "reset": (frozenset(ROUTES), frozenset()),
+    # The request is carried out (a job is created, cancelled, ...), then the answer is lost to a reset.
+    "reset_after_processing": (JSON_ROUTES, frozenset()),
     "drop_body": (JSON_ROUTES, frozenset()),
     "drop_stream": (frozenset({LEGACY_STREAM}), frozenset({"after_events", "partial"})),
     "malformed_json": (JSON_ROUTES, frozenset()),
     "html": (frozenset(ROUTES), frozenset()),
-    "empty_has_more": (frozenset({EVENTS, JOBS_LIST}), frozenset()),
-    "repeated_cursor": (frozenset({EVENTS, JOBS_LIST}), frozenset()),
+    "empty_has_more": (PAGED_ROUTES, frozenset()),
+    "repeated_cursor": (PAGED_ROUTES, frozenset()),
     "unknown_status": (frozenset({JOB, LEGACY_JOB, JOBS_LIST, LEGACY_LIST}), frozenset({"status"})),
     "data_null": (frozenset({EVENTS}), frozenset()),
     "unknown_fields": (
-        frozenset({JOB, EVENTS, JOBS_LIST, LEGACY_JOB, LEGACY_EVENTS, LEGACY_STREAM, LEGACY_LIST}),
+        frozenset(
+            {JOB, EVENTS, JOBS_LIST, CHECKPOINTS, LEGACY_JOB, LEGACY_EVENTS, LEGACY_STREAM, LEGACY_LIST}
+        ),
         frozenset(),
     ),
 }
@@ -84,6 +107,11 @@ def check(kind: str, params: dict[str, Any]) -> None:
     after = params.get("after_events")
     if after is not None and (isinstance(after, bool) or not isinstance(after, int) or after < 0):
         raise ValueError(f"after_events must be an int >= 0, got {after!r}")
+    endpoint = params.get("endpoint")
+    if endpoint is not None and (endpoint not in ROUTES or not applies(kind, endpoint)):
+        raise ValueError(
+            f"fault {kind!r} cannot happen on endpoint {endpoint!r}; endpoints: {sorted(ROUTES)}"
+        )
     headers = params.get("headers")
     if headers is not None and not (
         isinstance(headers, dict)
@@ -102,7 +130,11 @@ class Fault:
     params: dict[str, Any] = field(default_factory=dict)
 
     def matches(self, raw_path: str, route: str) -> bool:
-        return (self.path is None or self.path in raw_path) and applies(self.kind, route)
+        return (
+            (self.path is None or self.path in raw_path)
+            and applies(self.kind, route)
+            and self.params.get("endpoint", route) == route
+        )
 
 
 @dataclass(frozen=True)
@@ -124,6 +156,7 @@ class FaultPlan:
         self._rng = random.Random(0)
         self._random_path: str | None = None
         self._random_params: dict[str, Any] = {}
+        self._applied: dict[str, int] = {}
 
     def inject(
         self, kind: str, count: int = 1, path: str | None = None, params: dict[str, Any] | None = None
@@ -171,8 +204,20 @@ class FaultPlan:
                 for f in self._queue
             ]
 
+    def applied(self) -> dict[str, int]:
+        """How many requests each fault kind has hit so far (queued and random alike)."""
+        with self._lock:
+            return dict(self._applied)
+
     def take(self, raw_path: str, route: str) -> Applied | None:
         """The fault for this request, if any; consumes one use of a queued fault."""
+        applied = self._choose(raw_path, route)
+        if applied is not None:
+            with self._lock:
+                self._applied[applied.kind] = self._applied.get(applied.kind, 0) + 1
+        return applied
+
+    def _choose(self, raw_path: str, route: str) -> Applied | None:
         with self._lock:
             for fault in self._queue:
                 if fault.matches(raw_path, route):

@@ -4,6 +4,9 @@ Event ``i`` of a job is a pure function of (job, i): nothing is stored per event
 events costs a few hundred bytes, and a page of ``limit`` events costs O(limit). Event ids encode their
 index reversibly (keyed, so they look opaque and forged ids are detected), which resolves an ``after``
 cursor in O(1). Wall time only decides how many events are visible and which status the job shows.
+What is done to a job later is a few numbers, not events: a cancel or "finish now" records where the
+events end, a pause the span it lasted (later events move by it). Checkpoints are the last three epoch
+ends, listed once training has reached them.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import string
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 OUTCOMES = ("succeeded", "failed", "cancelled")
@@ -28,7 +31,7 @@ ORG_SLUG = "ftevents-sim"
 PREAMBLE = 4  # created, validating, validated/queued, started
 TAIL = 2  # the two closing events of every outcome
 MIN_EVENTS = PREAMBLE + TAIL
-BLOCK = 20  # every BLOCK-th event of the training phase is a checkpoint, warning or note, not a step
+BLOCK = 20  # every BLOCK-th event of the training phase is a checkpoint notice, warning or note, not a step
 VALID_EVERY = 10  # steps that also report validation metrics
 VIRTUAL_RATE = 10.0  # events per second of the made-up past of a job that is already finished
 
@@ -39,7 +42,6 @@ PAUSED_FROM, PAUSED_TO = 0.5, 0.55  # realistic mode only: a short `paused` mome
 
 _ALPHABET = string.digits + string.ascii_uppercase + string.ascii_lowercase
 _ID_DIGITS = b"q4XkT9bLm2RvW7cH"  # 16 distinct alphanumerics of both cases: the digits of event ids
-_INDEX = {c: n for n, c in enumerate(_ALPHABET)}
 _MASK64 = (1 << 64) - 1
 
 _WARNINGS = (
@@ -78,17 +80,6 @@ def b62(number: int, width: int) -> str:
     return "".join(reversed(parts))
 
 
-def unb62(text: str) -> int | None:
-    """Inverse of :func:`b62`; ``None`` for text that is not base62."""
-    number = 0
-    for char in text:
-        digit = _INDEX.get(char)
-        if digit is None:
-            return None
-        number = number * 62 + digit
-    return number
-
-
 def random_alnum(length: int) -> str:
     """Random id text, for jobs created over HTTP (real ids are random too)."""
     return "".join(secrets.choice(_ALPHABET) for _ in range(length))
@@ -116,7 +107,7 @@ def _digest(text: str, size: int = 8) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=size).digest(), "big")
 
 
-def _hashed_id(text: str, length: int = 24) -> str:
+def hashed_id(text: str, length: int = 24) -> str:
     """A stable, random-looking base62 id derived from ``text``."""
     return b62(_digest(text, 20) % 62**length, length)
 
@@ -165,6 +156,9 @@ class JobSpec:
 
     ``duration=0`` makes a job that finished before it was added (all events visible at once, with
     timestamps in the recent past); ``duration>0`` plays the lifecycle over that many wall-clock seconds.
+    ``created_ago`` moves the job's creation that many seconds into the past (old jobs of an account).
+    ``method``, ``hyperparameters`` and ``integrations`` are the create request's fields, echoed back with
+    ``"auto"`` resolved to the values the job uses.
     """
 
     job_id: str | None = None
@@ -177,6 +171,10 @@ class JobSpec:
     validation_file: str | None = None
     suffix: str | None = None
     metadata: dict[str, str] | None = None
+    method: dict[str, Any] | None = None
+    hyperparameters: dict[str, Any] | None = None
+    integrations: list[dict[str, Any]] | None = None
+    created_ago: float = 0.0
 
     def __post_init__(self) -> None:
         if self.outcome not in OUTCOMES:
@@ -185,11 +183,10 @@ class JobSpec:
             raise ValueError(f"n_events must be an int, got {self.n_events!r}")
         if self.n_events < MIN_EVENTS:
             raise ValueError(f"n_events must be at least {MIN_EVENTS}, got {self.n_events}")
-        if (
-            not (isinstance(self.duration, (int, float)) and math.isfinite(self.duration))
-            or self.duration < 0
-        ):
-            raise ValueError(f"duration must be a finite number of seconds >= 0, got {self.duration!r}")
+        for name in ("duration", "created_ago"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value)) or value < 0:
+                raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
         if self.job_id is not None and (not isinstance(self.job_id, str) or not self.job_id):
             raise ValueError(f"job_id must be a non-empty string, got {self.job_id!r}")
 
@@ -204,43 +201,96 @@ class Snapshot:
     next_in: float | None  # seconds until one more event appears, None when none will
 
 
-@dataclass
+class NotAllowed(ValueError):
+    """A job operation that the job's current status does not allow (cancel a finished job, ...)."""
+
+    def __init__(self, message: str, status: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _step_index(step: int) -> int:
+    """Event index of the metrics event of training step ``step`` (1-based), as laid out by ``_content``."""
+    return PREAMBLE + step + (step - 1) // (BLOCK - 1) - 1
+
+
 class Job:
-    """One simulated job: its spec, its clock origin and, once cancelled, where its events were cut."""
+    """One simulated job: its spec, its clock origin and what was done to it (cancel, finish, pause).
 
-    spec: JobSpec
-    job_id: str
-    clock: Callable[[], float] = time.monotonic
-    wall: Callable[[], float] = time.time
-    cut: int | None = None
-    cancelled_wall: float | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    Mutable state is small and read under ``lock``: where the events were cut (cancel or finish now) and
+    with which outcome, the pauses so far (each shifts the times of the events after it), and whether it
+    is paused now.
+    """
 
-    def __post_init__(self) -> None:
-        spec = self.spec
-        self.seed = spec.seed if spec.seed is not None else _digest(f"seed:{self.job_id}") % (2**31)
+    def __init__(
+        self,
+        spec: JobSpec,
+        job_id: str,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        origin: tuple[float, float] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.job_id = job_id
+        self.clock = clock
+        self.wall = wall
+        self.lock = threading.Lock()
+        self.outcome = spec.outcome
+        self.cut: int | None = None  # events from this index on are the two closing events of `outcome`
+        self.cut_wall: float | None = None
+        self.forced_from: int | None = None  # "finish now": events from this index on happen at forced_wall
+        self.forced_wall: float | None = None
+        self.paused_since: float | None = None  # clock() when paused, None when not paused
+        self.paused_total = 0.0
+        self.shifts: list[tuple[float, float]] = []  # (fraction where a pause began, its seconds)
+        self.seed = spec.seed if spec.seed is not None else _digest(f"seed:{job_id}") % (2**31)
         self.n = spec.n_events
         self.middle = self.n - PREAMBLE - TAIL
         self.total_steps = self.middle - self.middle // BLOCK
         self.live = spec.duration > 0
         self.span = float(spec.duration) if self.live else max(60.0, self.n / VIRTUAL_RATE)
-        self.start_mono = self.clock()
-        now_wall = self.wall()
-        self.base_wall = now_wall if self.live else now_wall - self.span
-        self.codec = EventIdCodec(f"{self.job_id}\x00{self.seed}")
-        self.training_file = spec.training_file or "file-" + _hashed_id("train:" + self.job_id)
+        origin_mono, origin_wall = origin if origin is not None else (clock(), wall())
+        self.start_mono = origin_mono - spec.created_ago
+        if self.live:
+            self.base_wall = origin_wall - spec.created_ago
+        else:
+            self.base_wall = origin_wall - max(spec.created_ago, self.span)
+        self.codec = EventIdCodec(f"{job_id}\x00{self.seed}")
+        self.training_file = spec.training_file or "file-" + hashed_id("train:" + job_id)
         self.validation_file = spec.validation_file
-        self.batch_size = (1, 2, 4, 8)[self.seed % 4]
-        self.learning_rate = (0.5, 1.0, 1.8, 2.0)[(self.seed >> 2) % 4]
-        self.n_epochs = 3
+        self.method_type = str((spec.method or {}).get("type") or "supervised")
+        given = self._given_hyperparameters()
+        self.batch_size = _pick_int(given.get("batch_size"), (1, 2, 4, 8)[self.seed % 4])
+        self.learning_rate = _pick_number(
+            given.get("learning_rate_multiplier"), (0.5, 1.0, 1.8, 2.0)[(self.seed >> 2) % 4]
+        )
+        self.n_epochs = _pick_int(given.get("n_epochs"), 3)
         suffix = spec.suffix or ""
-        self.fine_tuned_name = f"ft:{spec.model}:{ORG_SLUG}:{suffix}:{_hashed_id('ft:' + self.job_id, 8)}"
-        self.result_file = "file-" + _hashed_id("result:" + self.job_id)
+        self.fine_tuned_name = f"ft:{spec.model}:{ORG_SLUG}:{suffix}:{hashed_id('ft:' + job_id, 8)}"
+        self.result_file = "file-" + hashed_id("result:" + job_id)
         self.failure = _FAILURES[self.seed % len(_FAILURES)]
         self.loss_start = 2.2 + 1.2 * _unit(self.seed, 1, 0)
         self.loss_floor = 0.05 + 0.25 * _unit(self.seed, 2, 0)
         self.loss_decay = 3.0 + 3.0 * _unit(self.seed, 3, 0)
         self._salts = {salt: _salted(self.seed, salt) for salt in (10, 12, 13, 20)}
+        # The last three epochs end in a checkpoint (the API keeps no more): step -> event index.
+        steps = self.total_steps
+        epochs = range(max(1, self.n_epochs - 2), self.n_epochs + 1)
+        self.checkpoint_steps = sorted(
+            {math.ceil(e * steps / self.n_epochs) for e in epochs} if steps else ()
+        )
+        # The block event right after a checkpoint's step announces it: block number -> step.
+        self._checkpoint_blocks = {
+            math.ceil(step / (BLOCK - 1)) - 1: step
+            for step in self.checkpoint_steps
+            if math.ceil(step / (BLOCK - 1)) - 1 < self.middle // BLOCK
+        }
+
+    def _given_hyperparameters(self) -> dict[str, Any]:
+        method = self.spec.method or {}
+        section = method.get(self.method_type) if isinstance(method.get(self.method_type), dict) else {}
+        from_method = section.get("hyperparameters") if isinstance(section, dict) else None
+        return dict(from_method or self.spec.hyperparameters or {})
 
     def _draw(self, salt: int, index: int) -> float:
         """Same as ``_unit(self.seed, salt, index)``, cheaper."""
@@ -260,24 +310,30 @@ class Job:
             return RUNNING_AT + (1.0 - RUNNING_AT) * (j + 1) / (self.middle + 1)
         return 1.0
 
-    def _progress(self, now: float | None) -> float:
+    def _progress(self, now: float) -> float:
+        """Fraction of the span played so far (paused time does not count); call with ``lock`` held."""
         if not self.live:
             return 1.0
-        now = self.clock() if now is None else now
-        return (now - self.start_mono) / self.span
+        paused = self.paused_total + (now - self.paused_since if self.paused_since is not None else 0.0)
+        return (now - self.start_mono - paused) / self.span
 
     def total(self) -> int:
         """Number of events the job will have in the end."""
-        return self.n if self.cut is None else self.cut + TAIL
+        with self.lock:
+            return self.n if self.cut is None else self.cut + TAIL
 
     def snapshot(self, now: float | None = None, realistic: bool = False) -> Snapshot:
         """Visible event count, status and time to the next event, all at one instant."""
+        now = self.clock() if now is None else now
         with self.lock:
             if self.cut is not None:
-                return Snapshot(self.cut + TAIL, "cancelled", True, None)
+                return Snapshot(self.cut + TAIL, self.outcome, True, None)
+            if self.forced_from is not None:
+                return Snapshot(self.n, self.outcome, True, None)
             x = self._progress(now)
+            paused = self.paused_since is not None
         if x >= 1.0:
-            return Snapshot(self.n, self.spec.outcome, True, None)
+            return Snapshot(self.n, self.outcome, True, None)
         if x < QUEUED_AT:
             visible, status = 2, "validating_files"
         elif x < RUNNING_AT:
@@ -287,33 +343,88 @@ class Job:
             visible, status = PREAMBLE + min(self.middle, math.floor(q)), "running"
             if realistic and PAUSED_FROM <= x < PAUSED_TO:
                 status = "paused"
+        if paused:
+            return Snapshot(visible, "paused", False, None)
         next_in = max(0.0, (self._fraction(visible) - x) * self.span)
         return Snapshot(visible, status, False, next_in)
 
-    def cancel(self, now: float | None = None) -> bool:
-        """Cut the job where it stands; ``False`` when it had already finished."""
+    def cancel(self, now: float | None = None) -> None:
+        """Cut the job where it stands: two closing events follow; :class:`NotAllowed` once finished."""
+        self.finish("cancelled", now)
+
+    def finish(self, outcome: str, now: float | None = None) -> None:
+        """End the job now with ``outcome``; :class:`NotAllowed` when it has already finished.
+
+        ``cancelled`` cuts the events where they stand (as a cancel does); ``succeeded`` and ``failed``
+        play every remaining event at once, so the job ends complete (all steps, all checkpoints).
+        """
+        if outcome not in OUTCOMES:
+            raise ValueError(f"outcome must be one of {', '.join(OUTCOMES)}, got {outcome!r}")
         snap = self.snapshot(now)
-        if snap.terminal:
-            return False
         with self.lock:
-            if self.cut is not None:
-                return False
-            self.cut = snap.visible
-            self.cancelled_wall = self.wall()
-        return True
+            if snap.terminal or self.cut is not None or self.forced_from is not None:
+                raise NotAllowed(
+                    f"Job {self.job_id} has already completed with status {snap.status!r}.", snap.status
+                )
+            self._end_pause(self.clock() if now is None else now)
+            self.outcome = outcome
+            if outcome == "cancelled":
+                self.cut, self.cut_wall = snap.visible, self.wall()
+            else:
+                self.forced_from, self.forced_wall = snap.visible, self.wall()
+
+    def pause(self, now: float | None = None) -> None:
+        """Stop the clock of a running job (status ``paused``); :class:`NotAllowed` in any other status."""
+        now = self.clock() if now is None else now
+        snap = self.snapshot(now)
+        with self.lock:
+            if snap.status != "running" or self.paused_since is not None or self.cut is not None:
+                raise NotAllowed(
+                    f"Job {self.job_id} is {snap.status!r}; only a running job can be paused.", snap.status
+                )
+            self.paused_since = now
+
+    def resume(self, now: float | None = None) -> None:
+        """Start the clock of a paused job again; the events still to come move later by the pause."""
+        now = self.clock() if now is None else now
+        snap = self.snapshot(now)
+        with self.lock:
+            if self.paused_since is None:
+                raise NotAllowed(
+                    f"Job {self.job_id} is {snap.status!r}; only a paused job can be resumed.", snap.status
+                )
+            self._end_pause(now)
+
+    def _end_pause(self, now: float) -> None:
+        """Close the current pause, if any; call with ``lock`` held."""
+        if self.paused_since is None:
+            return
+        length = now - self.paused_since
+        fraction = (self.paused_since - self.start_mono - self.paused_total) / self.span
+        self.shifts.append((fraction, length))
+        self.paused_total += length
+        self.paused_since = None
 
     def created_at(self) -> int:
         return int(self.base_wall)
 
+    def _shift(self, fraction: float) -> float:
+        return sum(length for at, length in self.shifts if fraction > at)
+
     def _event_time(self, index: int) -> int:
         if self.cut is not None and index >= self.cut:
-            return int(self.cancelled_wall or self.base_wall)
-        return int(self.base_wall + self._fraction(index) * self.span)
+            return int(self.cut_wall or self.base_wall)
+        if self.forced_from is not None and index >= self.forced_from:
+            return int(self.forced_wall or self.base_wall)
+        fraction = self._fraction(index)
+        return int(self.base_wall + fraction * self.span + self._shift(fraction))
 
     def finished_at(self) -> int:
         if self.cut is not None:
-            return int(self.cancelled_wall or self.base_wall)
-        return int(self.base_wall + self.span)
+            return int(self.cut_wall or self.base_wall)
+        if self.forced_from is not None:
+            return int(self.forced_wall or self.base_wall)
+        return int(self.base_wall + self.span + self._shift(1.0))
 
     # ----------------------------------------------------------------- events
     def event_id(self, index: int) -> str:
@@ -322,11 +433,22 @@ class Job:
     def index_of(self, event_id: str) -> int | None:
         return self.codec.decode(event_id)
 
+    def _trend(self, step: int) -> float:
+        progress = (step - 1) / max(1, self.total_steps - 1)
+        return self.loss_floor + (self.loss_start - self.loss_floor) * math.exp(-self.loss_decay * progress)
+
+    def _valid(self, step: int, trend: float) -> tuple[float, float]:
+        loss = round(trend * (1.0 + 0.3 * self._draw(12, step)), 4)
+        return loss, round(min(0.999, max(0.0, 1.0 - 0.32 * loss)), 4)
+
+    def _full_valid(self, step: int, trend: float) -> tuple[float, float]:
+        loss = round(trend * (1.05 + 0.1 * self._draw(13, step)), 4)
+        return loss, round(min(0.999, max(0.0, 1.0 - 0.32 * loss)), 4)
+
     def _metrics(self, step: int) -> tuple[str, dict[str, Any]]:
         """Step ``step`` (1-based): a noisy, decreasing loss, and the message that quotes it."""
         steps = self.total_steps
-        progress = (step - 1) / max(1, steps - 1)
-        trend = self.loss_floor + (self.loss_start - self.loss_floor) * math.exp(-self.loss_decay * progress)
+        trend = self._trend(step)
         bits = _mix(self._salts[10] ^ step)  # one draw: noise from the high bits, rare spikes from the low
         noise = (bits >> 11) / 2.0**53
         spike = 1.6 if bits & 1023 < 20 else 1.0
@@ -339,26 +461,30 @@ class Job:
         }
         message = f"Step {step}/{steps}: training loss={train_loss:.4f}"
         if step % VALID_EVERY == 0 or step == steps:
-            valid_loss = round(trend * (1.0 + 0.3 * self._draw(12, step)), 4)
-            data["valid_loss"] = valid_loss
-            data["valid_mean_token_accuracy"] = round(min(0.999, max(0.0, 1.0 - 0.32 * valid_loss)), 4)
-            message += f", validation loss={valid_loss:.4f}"
+            data["valid_loss"], data["valid_mean_token_accuracy"] = self._valid(step, trend)
+            message += f", validation loss={data['valid_loss']:.4f}"
         if step == steps:
-            full_valid = round(trend * (1.05 + 0.1 * self._draw(13, step)), 4)
-            data["full_valid_loss"] = full_valid
-            data["full_valid_mean_token_accuracy"] = round(min(0.999, max(0.0, 1.0 - 0.32 * full_valid)), 4)
-            message += f", full validation loss={full_valid:.4f}"
+            data["full_valid_loss"], data["full_valid_mean_token_accuracy"] = self._full_valid(step, trend)
+            message += f", full validation loss={data['full_valid_loss']:.4f}"
         return message, data
+
+    def _closing(self, last: int, outcome: str) -> tuple[str, str, str, dict[str, Any] | None]:
+        """Closing event ``last`` (0 or 1) of a job that ends with ``outcome``."""
+        if outcome == "succeeded":
+            if last == 0:
+                return "info", f"New fine-tuned model created: {self.fine_tuned_name}", "message", {}
+            return "info", "The job has successfully completed", "message", {}
+        if outcome == "failed":
+            code, param, text = self.failure
+            if last == 0:
+                return "error", text, "message", {"error_code": code, "error_param": param}
+            return "error", "The job has failed", "message", {}
+        return "info", ("Job cancellation requested", "Job was cancelled")[last], "message", {}
 
     def _content(self, index: int, realistic: bool) -> tuple[str, str, str, dict[str, Any] | None]:
         """(level, message, type, data) of event ``index``."""
         if self.cut is not None and index >= self.cut:
-            return (
-                "info",
-                ("Job cancellation requested", "Job was cancelled")[index - self.cut],
-                "message",
-                {},
-            )
+            return self._closing(index - self.cut, self.outcome)
         if index < PREAMBLE:
             if index == 0:
                 return "info", f"Created fine-tuning job: {self.job_id}", "message", {}
@@ -376,27 +502,17 @@ class Job:
                 message, data = self._metrics(j + 1 - (j + 1) // BLOCK)
                 return "info", message, "metrics", data
             block, done = j // BLOCK, j + 1 - (j + 1) // BLOCK
-            if block % 5 == 4:
-                name = f"{self.fine_tuned_name}:ckpt-step-{done}"
-                return "info", f"Checkpoint created at step {done} with Snapshot ID: {name}", "message", {}
+            step = self._checkpoint_blocks.get(block)
+            if step is not None:
+                name = self.checkpoint_model(step)
+                return "info", f"Checkpoint created at step {step} with Snapshot ID: {name}", "message", {}
             pick = self._draw(20, block)
             if pick < 0.35:
                 text = _WARNINGS[int(pick / 0.35 * len(_WARNINGS))]
                 return "warn", text.format(s=done, v=3), "message", {}
             text = _NOTES[int((pick - 0.35) / 0.65 * len(_NOTES))]
             return "info", text.format(s=done, e=done * self.batch_size), "message", {}
-        last = index - PREAMBLE - self.middle
-        outcome = self.spec.outcome
-        if outcome == "succeeded":
-            if last == 0:
-                return "info", f"New fine-tuned model created: {self.fine_tuned_name}", "message", {}
-            return "info", "The job has successfully completed", "message", {}
-        if outcome == "failed":
-            code, param, text = self.failure
-            if last == 0:
-                return "error", text, "message", {"error_code": code, "error_param": param}
-            return "error", "The job has failed", "message", {}
-        return "info", ("Job cancellation requested", "Job was cancelled")[last], "message", {}
+        return self._closing(index - PREAMBLE - self.middle, self.outcome)
 
     def event(self, index: int, realistic: bool = False) -> dict[str, Any]:
         """Current-API event ``index`` exactly as the server serializes it."""
@@ -433,7 +549,70 @@ class Job:
         events = [self.event(i, realistic) for i in range(top, bottom - 1, -1)]
         return events, bottom > 0
 
+    # ----------------------------------------------------------------- checkpoints
+    def checkpoint_model(self, step: int) -> str:
+        return f"{self.fine_tuned_name}:ckpt-step-{step}"
+
+    def checkpoint_id(self, step: int) -> str:
+        return "ftckpt_" + hashed_id(f"ckpt:{self.job_id}:{step}")
+
+    def checkpoints(self, snap: Snapshot) -> list[dict[str, Any]]:
+        """Checkpoints reached at the instant of ``snap``, newest first (at most three)."""
+        limit = snap.visible if self.cut is None else min(snap.visible, self.cut)
+        found = []
+        for step in reversed(self.checkpoint_steps):
+            index = _step_index(step)
+            if index >= limit:
+                continue
+            trend = self._trend(step)
+            _message, data = self._metrics(step)
+            valid, valid_acc = self._valid(step, trend)
+            full, full_acc = self._full_valid(step, trend)
+            found.append(
+                {
+                    "object": "fine_tuning.job.checkpoint",
+                    "id": self.checkpoint_id(step),
+                    "created_at": self._event_time(index),
+                    "fine_tuned_model_checkpoint": self.checkpoint_model(step),
+                    "step_number": step,
+                    "metrics": {
+                        "step": step,
+                        "train_loss": data["train_loss"],
+                        "train_mean_token_accuracy": data["train_mean_token_accuracy"],
+                        "valid_loss": valid,
+                        "valid_mean_token_accuracy": valid_acc,
+                        "full_valid_loss": full,
+                        "full_valid_mean_token_accuracy": full_acc,
+                    },
+                    "fine_tuning_job_id": self.job_id,
+                }
+            )
+        return found
+
     # ----------------------------------------------------------------- job objects
+    def _resolved_method(self) -> dict[str, Any]:
+        """The request's ``method`` with every ``"auto"`` replaced by the value the job uses."""
+        method = dict(self.spec.method or {"type": self.method_type})
+        kind = self.method_type
+        section = dict(method.get(kind) or {})
+        given = dict(section.get("hyperparameters") or self.spec.hyperparameters or {})
+        resolved = {
+            **given,
+            "batch_size": self.batch_size,
+            "learning_rate_multiplier": self.learning_rate,
+            "n_epochs": self.n_epochs,
+        }
+        if kind == "dpo":
+            resolved["beta"] = _pick_number(given.get("beta"), 0.1)
+        if kind == "reinforcement":
+            for name, default in (("compute_multiplier", 1.0), ("eval_interval", 1), ("eval_samples", 1)):
+                resolved[name] = _pick_number(given.get(name), default)
+            resolved.setdefault("reasoning_effort", "default")
+        section["hyperparameters"] = resolved
+        method["type"] = kind
+        method[kind] = section
+        return method
+
     def job_object(self, snap: Snapshot, realistic: bool = False) -> dict[str, Any]:
         """Current-API ``fine_tuning.job`` object at the instant of ``snap``."""
         status = snap.status
@@ -444,30 +623,34 @@ class Job:
             "learning_rate_multiplier": self.learning_rate,
             "n_epochs": self.n_epochs,
         }
+        with self.lock:
+            finished_at = self.finished_at()
         job: dict[str, Any] = {
             "object": "fine_tuning.job",
             "id": self.job_id,
             "model": self.spec.model,
             "created_at": self.created_at(),
-            "finished_at": self.finished_at() if snap.terminal else None,
+            "finished_at": finished_at if snap.terminal else None,
             "fine_tuned_model": self.fine_tuned_name if succeeded else None,
             "organization_id": ORGANIZATION_ID,
             "result_files": [self.result_file] if succeeded else [],
             "status": status,
             "validation_file": self.validation_file,
             "training_file": self.training_file,
-            "hyperparameters": dict(hyper),
+            "hyperparameters": hyper,
             "trained_tokens": self.total_steps * self.batch_size * 512 if succeeded else None,
             "error": (
                 {"code": self.failure[0], "message": self.failure[2], "param": self.failure[1]}
                 if failed
                 else None
             ),
-            "integrations": [],
+            "integrations": [dict(item) for item in self.spec.integrations or ()],
             "seed": self.seed,
-            "estimated_finish": None if snap.terminal or not self.live else self.finished_at(),
-            "method": {"type": "supervised", "supervised": {"hyperparameters": dict(hyper)}},
-            "metadata": dict(self.spec.metadata) if self.spec.metadata else None,
+            "estimated_finish": (
+                finished_at if self.live and not snap.terminal and status != "paused" else None
+            ),
+            "method": self._resolved_method(),
+            "metadata": dict(self.spec.metadata) if self.spec.metadata is not None else None,
         }
         if realistic:
             job["user_provided_suffix"] = self.spec.suffix
@@ -491,7 +674,8 @@ class Job:
             snap.status, snap.status
         )
         succeeded = status == "succeeded"
-        updated = self._event_time(snap.visible - 1) if snap.visible else self.created_at()
+        with self.lock:
+            updated = self._event_time(snap.visible - 1) if snap.visible else self.created_at()
         return {
             "object": "fine-tune",
             "id": self.job_id,
@@ -517,3 +701,12 @@ class Job:
                 [self._file(self.validation_file, "fine-tune", "valid.jsonl")] if self.validation_file else []
             ),
         }
+
+
+def _pick_int(value: Any, default: int) -> int:
+    """A given integer hyperparameter, or the job's own value for ``"auto"`` / absent."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def _pick_number(value: Any, default: float) -> float:
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else default
