@@ -18,13 +18,21 @@ import httpx
 import requests.utils
 from tenacity import AsyncRetrying
 
-from airflow_ftevents.core.api import LEGACY, ApiRequest, check_api, job_request, jobs_request
+from airflow_ftevents.core.api import (
+    LEGACY,
+    ApiRequest,
+    check_api,
+    job_action_request,
+    job_request,
+    jobs_request,
+)
 from airflow_ftevents.core.config import ApiConfig
 from airflow_ftevents.core.drivers import run_async
 from airflow_ftevents.core.paging import DEFAULT_PAGE_SIZE, Plan, TailState, legacy_tail_plan, tail_new
 from airflow_ftevents.core.responses import decode_json, require_mapping, transport_error
 from airflow_ftevents.core.retry import retry_settings
 from airflow_ftevents.core.spool import ReverseSpool
+from airflow_ftevents.errors import FineTuneEventsError
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +217,16 @@ class AsyncFineTuneEventsClient:
     async def get_job(self, job_id: str) -> dict[str, Any]:
         request = job_request(self.api, job_id)
         return dict(require_mapping(await self._fetch(request), request.what, ("status",)))
+
+    async def cancel_job(self, job_id: str) -> dict[str, Any]:
+        """Cancel a job (a trigger whose task was killed); a job that already finished is returned as is."""
+        request = job_action_request(job_id, "cancel")
+        try:
+            return dict(require_mapping(await self._fetch(request), request.what, ("status",)))
+        except FineTuneEventsError as exc:
+            if exc.status_code in (400, 409):  # the API refuses to cancel a finished job
+                return await self.get_job(job_id)
+            raise
 
     async def list_jobs(
         self, after: str | None = None, limit: int | None = None, metadata: dict[str, str] | None = None

@@ -76,6 +76,34 @@ class TriggerCheckpointStore:
         await _comms().asend(SetXCom(key=CHECKPOINT_KEY, value=serialized, **where))
 
 
+async def task_instance_state(task_instance: Any) -> str | None:
+    """The current state of a trigger's task instance, asked of the triggerer; ``None`` if unknown."""
+    comms = _comms()
+    if task_instance is None or comms is None or not hasattr(comms, "asend"):
+        return None
+    try:
+        from airflow.sdk.execution_time.comms import GetTaskStates
+
+        map_index = getattr(task_instance, "map_index", -1)
+        map_index = -1 if map_index is None else map_index
+        result = await comms.asend(
+            GetTaskStates(
+                dag_id=task_instance.dag_id,
+                task_ids=[task_instance.task_id],
+                run_ids=[task_instance.run_id],
+                map_index=map_index,
+            )
+        )
+        states = getattr(result, "task_states", None) or {}
+        # keyed by run id, then task id (``<task_id>_<map_index>`` for a mapped task instance)
+        key = task_instance.task_id if map_index < 0 else f"{task_instance.task_id}_{map_index}"
+        state = states.get(task_instance.run_id, {}).get(key)
+    except Exception as exc:  # unknown is "do not cancel"
+        log.warning("Could not read the state of task instance %s: %s", task_instance, exc)
+        return None
+    return None if state is None else str(getattr(state, "value", state))
+
+
 def delete_checkpoint(context: Any) -> None:
     """Drop the checkpoint once the task resumed (sync: it runs in the task, not the triggerer)."""
     ti = context["ti"]

@@ -18,6 +18,7 @@ from airflow.sdk.exceptions import AirflowException
 
 from airflow_ftevents.core.api import check_api
 from airflow_ftevents.core.paging import check_page_size
+from airflow_ftevents.job_operator import FineTuneJobOperator
 from airflow_ftevents.links import FineTuneJobLink
 
 try:
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
     from airflow_ftevents.core.window import EventWindow
     from airflow_ftevents.export import Destination
     from airflow_ftevents.hooks import FineTuneEventsHook
+
+__all__ = ["FineTuneEventsExportOperator", "FineTuneJobOperator"]
 
 DEFAULT_WAIT_TIMEOUT = 7 * 24 * 60 * 60  # seconds, like a sensor's default
 
@@ -145,7 +148,7 @@ class FineTuneEventsExportOperator(BaseOperator):
             raise AirflowFailException(str(exc)) from None
 
     def _destination(self) -> Destination:
-        from airflow_ftevents.export import at_path, resolve_destination
+        from airflow_ftevents.export import ExportDestinationError, at_path, resolve_destination
 
         dest = self.destination
         try:
@@ -160,6 +163,8 @@ class FineTuneEventsExportOperator(BaseOperator):
                 return at_path(dest.fs, dest.path, protocol, conn_id, folder, self.job_id)
         except ValueError as exc:
             raise AirflowFailException(f"destination: {exc}") from None
+        except ExportDestinationError as exc:  # a filesystem missing on the worker: no retry installs it
+            raise AirflowFailException(str(exc)) from exc
         raise AirflowFailException(
             f"destination must be a URL string or an ObjectStoragePath, got {type(dest).__name__} {dest!r}"
         )
@@ -194,7 +199,6 @@ class FineTuneEventsExportOperator(BaseOperator):
             TimedOut,
             UnknownStatus,
         )
-
         from airflow_ftevents.core.jobstate import is_terminal
 
         hook = self._hook()
@@ -266,7 +270,12 @@ class FineTuneEventsExportOperator(BaseOperator):
 
     def _export(self) -> Any:
         from airflow_ftevents.core.jobstate import failure_message, is_terminal, job_status
-        from airflow_ftevents.export import XComLimitError, collect_events, export_events
+        from airflow_ftevents.export import (
+            ExportDestinationError,
+            XComLimitError,
+            collect_events,
+            export_events,
+        )
 
         window = self._check_rendered()
         dest = None if self.destination is None else self._destination()
@@ -284,15 +293,20 @@ class FineTuneEventsExportOperator(BaseOperator):
                 self.log.info("Returning %d events of job %s (%s) as XCom", len(events), self.job_id, status)
                 return events
             self.log.info("Exporting the events of job %s (%s) to %s", self.job_id, status, dest.uri)
-            manifest = export_events(
-                blocks,
-                dest,
-                job_id=self.job_id,
-                status=status,
-                metrics_csv=self.metrics_csv,
-                loss_plot=self.loss_plot,
-                log=self.log,
-            )
+            try:
+                manifest = export_events(
+                    blocks,
+                    dest,
+                    job_id=self.job_id,
+                    status=status,
+                    metrics_csv=self.metrics_csv,
+                    loss_plot=self.loss_plot,
+                    log=self.log,
+                )
+            except ExportDestinationError as exc:  # a wrong or forbidden path: retries cannot help
+                if exc.retryable:
+                    raise
+                raise AirflowFailException(str(exc)) from exc
         finally:
             hook.close()
         if self.fail_on_job_failure and is_terminal(status) and status != "succeeded":

@@ -169,7 +169,7 @@ class FineTuneJobSensor(BaseSensorOperator):
             if self.deferrable:
                 return self._check_then_defer(context)
             if not self.reschedule:
-                return super().execute(context)
+                return self._announce(context, super().execute(context))
             try:
                 result = super().execute(context)
             except AirflowRescheduleException:
@@ -178,7 +178,7 @@ class FineTuneJobSensor(BaseSensorOperator):
                 self._forget(context)
                 raise
             self._forget(context)
-            return result
+            return self._announce(context, result)
         finally:
             self._close_hook()
 
@@ -204,7 +204,7 @@ class FineTuneJobSensor(BaseSensorOperator):
             raise
         if result.is_done:
             self.log.info("Job %s already finished; not deferring", self.job_id)
-            return result.xcom_value
+            return self._announce(context, result.xcom_value)
         from airflow_ftevents.triggers import FineTuneJobTrigger
 
         follower = self._follower or JobFollower(self.job_id, self.api, self.page_size)
@@ -233,7 +233,18 @@ class FineTuneJobSensor(BaseSensorOperator):
         from airflow_ftevents.checkpoints import delete_checkpoint
 
         delete_checkpoint(context)
-        return event_summary(event, self.soft_fail, self.log, self._timed_out)
+        try:
+            return self._announce(context, event_summary(event, self.soft_fail, self.log, self._timed_out))
+        finally:
+            self._close_hook()
+
+    def _announce(self, context: Context, summary: Any) -> Any:
+        """With ``outlets``, each outlet Asset's event carries the new model (see ``assets.py``)."""
+        if self.outlets and isinstance(summary, dict) and summary.get("status") == "succeeded":
+            from airflow_ftevents.waiting import announce_success
+
+            announce_success(self.hook, context, self.outlets, summary, self.api)
+        return summary
 
     def _timed_out(self, message: str) -> BaseException:
         return AirflowSkipException(message) if self.soft_fail else AirflowSensorTimeout(message)

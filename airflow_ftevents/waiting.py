@@ -82,3 +82,21 @@ def event_summary(
     if status == "timeout":
         raise on_timeout(message)
     raise error_from_event(event)
+
+
+def announce_success(
+    hook: Any, context: Any, outlets: Any, summary: dict[str, Any], api: str
+) -> dict[str, Any]:
+    """The job operator's result (summary plus model, result files, checkpoints), with each outlet
+    Asset's event carrying the new model; two more reads, only for a job that succeeded."""
+    from airflow_ftevents.assets import attach_asset_extra
+    from airflow_ftevents.core.api import LEGACY
+    from airflow_ftevents.core.jobtag import asset_extra, job_result
+
+    job_id = summary["job_id"]
+    job = hook.get_job(job_id)
+    checkpoints = [] if api == LEGACY else list(hook.iter_checkpoints(job_id))
+    result = job_result(summary, job, checkpoints)
+    if attach_asset_extra(context, outlets, asset_extra(result, checkpoints)):
+        hook.log.info("Job %s: the outlet Asset events carry %s", job_id, result.get("fine_tuned_model"))
+    return result

@@ -6,9 +6,8 @@ Shared by the sensor, trigger, operator and fault tests, so the oracle for a sum
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
-
-SUMMARY_KEYS = ("id", "created_at", "level", "type", "message", "data")
 
 
 class FakeTI:
@@ -45,10 +44,6 @@ class MemoryStore:
         self.data.pop(key, None)
 
 
-def compact(event: dict[str, Any]) -> dict[str, Any]:
-    return {k: event[k] for k in SUMMARY_KEYS if k in event}
-
-
 def expected_summary(sim: Any, job_id: str, events: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The summary a follower of ``job_id`` must return, from the simulator's own records."""
     job = sim.job(job_id)
@@ -62,3 +57,30 @@ def expected_summary(sim: Any, job_id: str, events: list[dict[str, Any]] | None 
         "event_count": len(events),
         "last_event": events[-1],  # exactly as the API sent it
     }
+
+
+class Records(logging.Handler):
+    """Every log record a task or trigger emitted, for exact assertions on its log lines."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def lines(self, level: int | None = None) -> list[str]:
+        return [r.getMessage() for r in self.records if level is None or r.levelno == level]
+
+
+def capture(op: Any) -> Records:
+    """Give an operator (or trigger) a plain logger whose records the test can read."""
+    logger = logging.getLogger(f"test.ftevents.{id(op)}")
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    handler = Records()
+    logger.handlers[:] = [handler]
+    for attribute in ("_log", "_cached_logger"):  # where LoggingMixin / DAG nodes cache their logger
+        object.__setattr__(op, attribute, logger)
+    assert op.log is logger
+    return handler

@@ -11,8 +11,8 @@ import pytest
 from conftest import API_KEY
 
 from airflow_ftevents.async_client import AsyncFineTuneEventsClient
-from airflow_ftevents.core.config import ApiConfig
 from airflow_ftevents.core.api import job_request
+from airflow_ftevents.core.config import ApiConfig
 from airflow_ftevents.core.paging import TailState
 from airflow_ftevents.errors import (
     FineTuneEventsAPIError,

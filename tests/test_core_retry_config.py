@@ -295,9 +295,7 @@ def test_config_from_extras():
 def test_config_extra_as_json_string_and_host_without_scheme():
     config = ApiConfig.from_fields(host="api.example.com/v1", password=KEY, extra='{"max_retries": 0}')
     assert (config.base_url, config.max_retries) == ("https://api.example.com/v1", 0)
-    assert (
-        ApiConfig.from_fields(host="", password=KEY, extra="  ").base_url == "https://api.openai.com/v1"
-    )
+    assert ApiConfig.from_fields(host="", password=KEY, extra="  ").base_url == "https://api.openai.com/v1"
     assert ApiConfig.from_fields(host=None, password=KEY, extra={"base_url": "http://b/v1"}).base_url == (
         "http://b/v1"
     )
@@ -593,3 +591,16 @@ def test_errors_survive_pickling_with_their_attributes():
         "h",
         str(exc),
     )
+
+
+def test_from_connection_puts_a_split_base_url_back_together() -> None:
+    from types import SimpleNamespace
+
+    def base_url(host: str, port: int | None, schema: str | None) -> str:
+        conn = SimpleNamespace(host=host, port=port, schema=schema, password=KEY, extra_dejson={})
+        return ApiConfig.from_connection(conn).base_url
+
+    assert base_url("http://127.0.0.1", 8080, "v1") == "http://127.0.0.1:8080/v1"
+    assert base_url("api.example.com", None, "v1") == "https://api.example.com/v1"
+    assert base_url("http://h:9/v2", 8080, "v1") == "http://h:9/v2"  # the host's own port and path win
+    assert base_url("https://api.openai.com/v1", None, None) == "https://api.openai.com/v1"

@@ -40,7 +40,7 @@ import requests
 from conftest import API_KEY, CONN_ID, connection_json
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from task_doubles import FakeTI, expected_summary
+from task_doubles import FakeTI, Records, expected_summary
 
 from airflow_ftevents.core.jobstate import format_event
 from airflow_ftevents.errors import FineTuneEventsError
@@ -63,18 +63,6 @@ OBSERVED: dict[str, str] = {}  # case id -> observed outcome, for docs/reliabili
 
 
 # -- helpers ---------------------------------------------------------------------------------------------
-
-
-class Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def lines(self) -> list[str]:
-        return [r.getMessage() for r in self.records]
 
 
 _loggers = 0

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from conftest import API_KEY, CONN_ID, connection_json
-from task_doubles import FakeTI, MemoryStore, expected_summary
+from task_doubles import FakeTI, MemoryStore, Records, capture, expected_summary
 
 from airflow_ftevents import sensors
 from airflow_ftevents.core.jobstate import format_event
@@ -60,31 +60,6 @@ def context(store: MemoryStore | None = None, ti: FakeTI | None = None) -> dict[
     if store is not None:
         ctx["task_state_store"] = store
     return ctx
-
-
-class Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def lines(self, level: int | None = None) -> list[str]:
-        return [r.getMessage() for r in self.records if level is None or r.levelno == level]
-
-
-def capture(op: Any) -> Records:
-    """Give an operator (or trigger) a plain logger whose records the test can read."""
-    logger = logging.getLogger(f"test.ftevents.{id(op)}")
-    logger.setLevel(logging.DEBUG)
-    logger.propagate = False
-    handler = Records()
-    logger.handlers[:] = [handler]
-    for attribute in ("_log", "_cached_logger"):  # where LoggingMixin / DAG nodes cache their logger
-        object.__setattr__(op, attribute, logger)
-    assert op.log is logger
-    return handler
 
 
 def event_lines(records: Records, events: list[dict[str, Any]]) -> list[str]:
@@ -404,6 +379,7 @@ def test_running_job_defers_with_exact_trigger_kwargs(sim, sim_conn, monkeypatch
         "page_size": 50,
         "checkpoint_interval": 60.0,
         "read_events": True,
+        "cancel_on_kill": False,  # a sensor only watches: killing it leaves the job alone
     }
     text = json.dumps(kwargs)
     assert API_KEY not in text

@@ -308,6 +308,7 @@ def test_serialize_round_trip_is_plain_json_without_the_key() -> None:
         "page_size": 20,
         "checkpoint_interval": 60.0,
         "read_events": True,
+        "cancel_on_kill": False,
     }
     text = json.dumps(kwargs)
     assert API_KEY not in text and "sk-" not in text

@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from airflow_ftevents.core.api import ApiFamily
 from airflow_ftevents.errors import FineTuneEventsError, InvalidJobIdError
@@ -86,12 +86,12 @@ class ApiConfig:
         client and the command line all come through here, so none of them needs the others.
         """
         host = conn.host
-        if host and "://" not in host and (conn.port or conn.schema):
-            host = (
-                f"https://{host}"
-                + (f":{conn.port}" if conn.port else "")
-                + (f"/{conn.schema}" if conn.schema else "")
-            )
+        if host and (conn.port or conn.schema):
+            # A connection may split the base URL into host, port and schema (path); put it back.
+            parts = urlsplit(host if "://" in host else f"https://{host}")
+            netloc = parts.netloc if parts.port or not conn.port else f"{parts.netloc}:{conn.port}"
+            path = parts.path if parts.path.strip("/") or not conn.schema else f"/{conn.schema}"
+            host = urlunsplit((parts.scheme, netloc, path, parts.query, parts.fragment))
         config = cls.from_fields(host=host, password=conn.password, extra=conn.extra_dejson)
         overrides: dict[str, Any] = {}
         if timeout is not None:

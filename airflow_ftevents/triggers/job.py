@@ -14,7 +14,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_ftevents.checkpoints import TriggerCheckpointStore
+from airflow_ftevents.checkpoints import TriggerCheckpointStore, task_instance_state
 from airflow_ftevents.core.api import CURRENT, check_api
 from airflow_ftevents.core.checkpoint import DEFAULT_CHECKPOINT_INTERVAL, CheckpointPolicy
 from airflow_ftevents.core.follow import (
@@ -30,6 +30,8 @@ from airflow_ftevents.core.jobstate import SUCCEEDED, log_event
 from airflow_ftevents.core.paging import DEFAULT_PAGE_SIZE, TailState
 from airflow_ftevents.errors import FineTuneEventsError
 
+# Airflow 3.3 calls BaseTrigger.on_kill() on a user's kill only; older releases have no such hook.
+NATIVE_ON_KILL = "on_kill" in vars(BaseTrigger)
 EVENT_STATUSES = frozenset({"success", "failed", "cancelled", "timeout", "error"})
 
 
@@ -109,6 +111,10 @@ class FineTuneJobTrigger(BaseTrigger):
     :param page_size: events per page when reading new events.
     :param checkpoint_interval: seconds between two checkpoints at most; 0 keeps none.
     :param read_events: ``False`` follows the status only.
+    :param cancel_on_kill: cancel the job when a user kills the task (marks it failed or success, or
+        clears it) while it is deferred; never on a triggerer restart or a trigger timeout. Airflow 3.3+
+        calls :meth:`on_kill` for exactly that; on 3.1 and 3.2, :meth:`cleanup` asks the triggerer for
+        the task instance's state and cancels only when it is no longer ``deferred``.
     :param tail_state: (0.1.0 rows) where the sensor stopped reading events; use ``progress``.
     :param last_event: (0.1.0 rows) the newest event seen before deferring; use ``progress``.
     :param error_events: (0.1.0 rows) error-level events seen before deferring; use ``progress``.
@@ -129,6 +135,7 @@ class FineTuneJobTrigger(BaseTrigger):
         page_size: int = DEFAULT_PAGE_SIZE,
         checkpoint_interval: float = DEFAULT_CHECKPOINT_INTERVAL,
         read_events: bool = True,
+        cancel_on_kill: bool = False,
         *,
         tail_state: Mapping[str, Any] | None = None,
         last_event: Mapping[str, Any] | None = None,
@@ -143,6 +150,8 @@ class FineTuneJobTrigger(BaseTrigger):
         self.log_events = log_events
         self.page_size = page_size
         self.checkpoint_interval = float(checkpoint_interval)
+        self.cancel_on_kill = cancel_on_kill
+        self._done = False  # the trigger fired its event: nothing left to cancel
         if progress is None and (tail_state or last_event or error_events):
             progress = progress_from_legacy_kwargs(job_id, tail_state, last_event, error_events)
         self.follower = JobFollower.from_dict(progress, job_id, self.api, page_size, read_events)
@@ -162,6 +171,7 @@ class FineTuneJobTrigger(BaseTrigger):
                 "page_size": self.page_size,
                 "checkpoint_interval": self.checkpoint_interval,
                 "read_events": self.follower.read_events,
+                "cancel_on_kill": self.cancel_on_kill,
             },
         )
 
@@ -234,10 +244,47 @@ class FineTuneJobTrigger(BaseTrigger):
                         )
                     elif isinstance(outcome, Finished):
                         status = "success" if outcome.status == SUCCEEDED else outcome.status
+                        self._done = True
                         yield TriggerEvent(trigger_event_payload(status, outcome.message, outcome.summary))
                         return
                     elif isinstance(outcome, TimedOut):
+                        self._done = True
                         yield TriggerEvent(trigger_event_payload("timeout", outcome.message, outcome.summary))
                         return
             except FineTuneEventsError as exc:
+                self._done = True
                 yield TriggerEvent(trigger_event_payload("error", str(exc), follower.summary(), exc))
+
+    # -- a user killed the deferred task ---------------------------------------------------------
+
+    async def on_kill(self) -> None:
+        """Airflow 3.3+: the user killed the task (never a restart or a timeout): cancel the job."""
+        if self.cancel_on_kill and not self._done:
+            await self._cancel_job("the task was killed while deferred")
+
+    async def cleanup(self) -> None:
+        """Airflow 3.1/3.2 have no trigger ``on_kill``: cancel when the task instance left ``deferred``.
+
+        A triggerer that restarts or shuts down leaves the task instance deferred, so it cancels nothing.
+        """
+        await super().cleanup()
+        if not self.cancel_on_kill or self._done or NATIVE_ON_KILL:
+            return
+        state = await task_instance_state(getattr(self, "task_instance", None))
+        if state is not None and state != "deferred":
+            await self._cancel_job(f"the task instance became {state!r} while deferred")
+
+    async def _cancel_job(self, why: str) -> None:
+        from airflow_ftevents.async_client import AsyncFineTuneEventsClient
+
+        try:
+            async with await AsyncFineTuneEventsClient.from_connection(
+                self.conn_id, self.api, logger=self.log
+            ) as client:
+                job = await client.cancel_job(self.job_id)
+        except Exception as exc:
+            self.log.error("Could not cancel fine-tuning job %s (%s): %s", self.job_id, why, exc)
+            return
+        self.log.warning(
+            "Cancelled fine-tuning job %s because %s; it is now %s", self.job_id, why, job.get("status")
+        )
