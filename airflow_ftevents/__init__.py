@@ -6,7 +6,7 @@ live in their own modules and are imported only where used.
 
 from __future__ import annotations
 
-from airflow_ftevents.errors import FineTuneEventsError
+from airflow_ftevents.errors import FineTuneEventsError, InvalidJobIdError
 
 __version__ = "0.1.0"
-__all__ = ["FineTuneEventsError", "__version__"]
+__all__ = ["FineTuneEventsError", "InvalidJobIdError", "__version__"]

@@ -72,8 +72,8 @@ class FineTuneEventsError(Exception):
     def from_dict(value: Any, message: str) -> FineTuneEventsError:
         """The error ``to_dict`` described; a plain one with ``message`` when ``value`` names no class
         of this family (an older or foreign payload)."""
-        cls = globals().get(str(value.get("class"))) if isinstance(value, Mapping) else None
-        if not (isinstance(cls, type) and issubclass(cls, FineTuneEventsError)):
+        cls = _REGISTRY.get(str(value.get("class"))) if isinstance(value, Mapping) else None
+        if cls is None:
             return FineTuneEventsError(message)
         status_code = value.get("status_code")
         code, request_id, hint = (None if value.get(k) is None else str(value[k]) for k in _TEXT_FIELDS)
@@ -126,3 +126,30 @@ class InvalidJobIdError(FineTuneEventsError, ValueError):
     A ValueError (it is a bad argument) and a FineTuneEventsError, so the trigger ends with its one
     ``error`` event instead of crashing, like for any other error that no retry can cure.
     """
+
+
+class ExportDestinationError(FineTuneEventsError, OSError):
+    """An export cannot be written where it was asked to go: the message names the destination, the
+    cause (an OS error, or a filesystem missing on the worker) and what to do.
+
+    An OSError too, so code that caught the filesystem's own error keeps working. ``retryable`` is
+    True only for causes that may pass (a full disk, an I/O error), not for a wrong or forbidden path.
+    """
+
+
+# The classes ``from_dict`` rebuilds, by name: a payload can only name one of these (tests check that
+# every subclass defined here is listed).
+_REGISTRY: dict[str, type[FineTuneEventsError]] = {
+    cls.__name__: cls
+    for cls in (
+        FineTuneEventsError,
+        FineTuneEventsAPIError,
+        FineTuneEventsAuthError,
+        FineTuneEventsNotFoundError,
+        FineTuneEventsConnectionError,
+        FineTuneEventsResponseError,
+        FineTuneEventsPagingError,
+        InvalidJobIdError,
+        ExportDestinationError,
+    )
+}

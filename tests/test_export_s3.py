@@ -189,3 +189,22 @@ def test_failure_after_parts_were_uploaded_aborts_the_multipart_upload(s3, monke
     size = export.write_bytes_atomic(dest, [chunk] * 9)  # and a multipart upload that succeeds
     assert body(s3, "big/ftjob-big.jsonl") == chunk * 9 and size == len(chunk) * 9
     assert keys(s3) == ["big/ftjob-big.jsonl"] and pending_uploads(s3) == []
+
+
+def test_a_missing_bucket_is_explained_and_leaves_nothing(s3):
+    from airflow.sdk.io import attach
+
+    from airflow_ftevents.export import ExportDestinationError, resolve_destination, write_bytes_atomic
+
+    fs = attach("s3", conn_id=CONN).fs
+    dest = resolve_destination(f"s3://{CONN}@no-such-bucket/p/", "ftjob-nb", lambda p, c: fs)
+    with pytest.raises(ExportDestinationError) as info:
+        write_bytes_atomic(dest, [b'{"a":1}\n'])
+    text = str(info.value)
+    assert text.startswith(f"Cannot write the export to s3://{CONN}@no-such-bucket/p/ftjob-nb.jsonl: ")
+    assert text.endswith(
+        f"s3://{CONN}@no-such-bucket/p/ (or its bucket) does not exist and cannot be created: create it or "
+        "fix the destination"
+    )
+    assert not info.value.retryable and isinstance(info.value.__cause__, FileNotFoundError)
+    assert "no-such-bucket" not in [b["Name"] for b in s3.list_buckets()["Buckets"]]

@@ -695,67 +695,49 @@ def test_end_to_end_dag_run_in_a_real_airflow(sim, api_key, tmp_path):
     }
 
 
-# -- the export module on its own (no Airflow) ------------------------------------------------------
+# -- unusable destinations (the export package's own tests: tests/test_export_*.py) -----------------
 
 
-@pytest.mark.parametrize(
-    ("url", "expected"),
-    [
-        ("/data/ft/", ("file", None, "file:///data/ft/", True)),
-        ("file:///data/ft/x.jsonl", ("file", None, "file:///data/ft/x.jsonl", False)),
-        ("s3://aws_conn@bucket/prefix/", ("s3", "aws_conn", "s3://bucket/prefix/", True)),
-        ("s3://bucket/key.jsonl", ("s3", None, "s3://bucket/key.jsonl", False)),
-        ("GS://gcp@b/k", ("gs", "gcp", "gs://b/k", False)),
-    ],
-)
-def test_destination_urls_are_split_into_protocol_connection_and_folder(url, expected):
-    from airflow_ftevents.export import split_destination
+@pytest.mark.airflow
+def test_an_unusable_destination_fails_without_retries_naming_what_to_do(sim, sim_conn, tmp_path):
+    sim.add_job(JobSpec(job_id="ftjob-dest", n_events=50))
+    blocker = tmp_path / "exports"
+    blocker.write_bytes(b"a file\n")
+    with pytest.raises(fail_exceptions()) as info:
+        run(operator(job_id="ftjob-dest", destination=f"file://{blocker}/sub/"))
+    assert str(info.value) == (
+        f"Cannot write the export to file://{blocker}/sub/ftjob-dest.jsonl: NotADirectoryError: [Errno 20] "
+        f"Not a directory: '{blocker}/sub'. {blocker} is a file, not a folder: choose a destination that is "
+        "not under a file, or move that file away"
+    )
+    assert listing(tmp_path) == ["exports"]
+    assert event_requests(sim, "ftjob-dest") == []  # the events are not read for nothing
 
-    assert split_destination(url) == expected
-
-
-@pytest.mark.parametrize("url", ["", "relative/x.jsonl", "file://host/x.jsonl", "s3:bucket/key"])
-def test_unusable_destination_urls_are_refused(url):
-    from airflow_ftevents.export import split_destination
-
-    with pytest.raises(ValueError, match="destination"):
-        split_destination(url)
-
-
-def test_file_names_from_job_ids_are_safe():
-    from airflow_ftevents.export import companion_name, file_name_for
-
-    assert file_name_for("ftjob-abc123") == "ftjob-abc123.jsonl"
-    assert file_name_for("../../etc/passwd") == "etc_passwd.jsonl"
-    assert file_name_for(".hidden") == "hidden.jsonl"
-    assert file_name_for("///") == "job.jsonl"
-    assert companion_name("ftjob-1.jsonl", ".metrics.csv") == "ftjob-1.metrics.csv"
-    assert companion_name("events", ".loss.png") == "events.loss.png"
+    sim.request_log.clear()
+    with pytest.raises(fail_exceptions()) as info:
+        run(operator(job_id="ftjob-dest", destination="nosuchfs://conn@bucket/runs/"))
+    assert str(info.value) == (
+        "Cannot export to nosuchfs://conn@bucket/runs/: this worker has no filesystem for nosuchfs:// (the "
+        "Airflow provider that registers it, or its fsspec library, is not installed). Install the fsspec "
+        "filesystem for nosuchfs:// and the Airflow provider that registers it where tasks run, or choose "
+        "another destination"
+    )
+    assert sim.request_log == []
 
 
-def test_atomic_writer_on_other_stores_publishes_whole_or_nothing():
-    """A store that is neither local nor staged (fsspec's memory store): a temporary object, moved."""
-    import uuid
+@pytest.mark.airflow
+def test_a_full_disk_is_left_to_airflows_retries(sim, sim_conn, monkeypatch, tmp_path):
+    from airflow_ftevents.errors import ExportDestinationError
+    from airflow_ftevents.export import publish
 
-    import fsspec
+    def full(path: str, mode: str) -> Any:
+        raise OSError(28, "No space left on device", path)
 
-    from airflow_ftevents.export import Destination, write_bytes_atomic
-
-    fs = fsspec.filesystem("memory")
-    folder = f"/atomic-{uuid.uuid4().hex}"
-    dest = Destination(fs, f"{folder}/x.jsonl", "memory")
-
-    def failing() -> Any:
-        yield b'{"a":1}\n'
-        raise OSError("interrupted")
-
-    with pytest.raises(OSError, match="interrupted"):
-        write_bytes_atomic(dest, failing())
-    assert not fs.exists(dest.path) and fs.find(folder) == []  # no object, no temporary object
-    assert write_bytes_atomic(dest, [b'{"a":1}\n', b'{"b":2}\n']) == 16
-    assert fs.cat(dest.path) == b'{"a":1}\n{"b":2}\n'
-    with pytest.raises(OSError, match="interrupted"):
-        write_bytes_atomic(dest, failing())
-    assert fs.cat(dest.path) == b'{"a":1}\n{"b":2}\n'
-    assert fs.find(folder) == [f"{folder}/x.jsonl"]
-    fs.rm(folder, recursive=True)
+    monkeypatch.setattr(publish, "open", full, raising=False)
+    sim.add_job(JobSpec(job_id="ftjob-full", n_events=10))
+    with pytest.raises(
+        ExportDestinationError, match=r"No space left on device\. The filesystem is full"
+    ) as info:
+        run(operator(job_id="ftjob-full", destination=f"{tmp_path}/"))
+    assert info.value.retryable and not isinstance(info.value, fail_exceptions())
+    assert listing(tmp_path) == []
