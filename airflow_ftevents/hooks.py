@@ -6,9 +6,9 @@ the export operator use it, the trigger uses :mod:`airflow_ftevents.async_client
 
 from __future__ import annotations
 
-import json
+import operator
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import requests
@@ -49,7 +49,7 @@ from airflow_ftevents.core.paging import (
 )
 from airflow_ftevents.core.responses import decode_json, require_mapping, transport_error
 from airflow_ftevents.core.retry import retry_settings
-from airflow_ftevents.core.spool import ReverseSpool
+from airflow_ftevents.core.spool import ReverseSpool, SpillForm
 from airflow_ftevents.core.sse import SSEDecoder
 from airflow_ftevents.core.window import EventWindow
 from airflow_ftevents.errors import (
@@ -59,15 +59,6 @@ from airflow_ftevents.errors import (
 )
 
 CONN_TYPE = "openai_ftevents"
-JOB_CREATE_FIELDS = (
-    "validation_file",
-    "method",
-    "hyperparameters",
-    "suffix",
-    "seed",
-    "metadata",
-    "integrations",
-)
 
 
 class FineTuneEventsHook(BaseHook):
@@ -102,6 +93,8 @@ class FineTuneEventsHook(BaseHook):
         self._max_retries = max_retries
         self._config: ApiConfig | None = None
         self._session: requests.Session | None = None
+        # The body and JSON of the last response, so a page can be spooled as the bytes it came in.
+        self._last_response: tuple[bytes, Any] = (b"", None)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(conn_id={self.conn_id!r}, api={self.api!r})"
@@ -186,7 +179,9 @@ class FineTuneEventsHook(BaseHook):
                 hint="The server or a proxy cut the response; retries were exhausted",
                 retryable=True,
             ) from None
-        return decode_json(response.status_code, response.headers, body, request.what, self.config.redact)
+        value = decode_json(response.status_code, response.headers, body, request.what, self.config.redact)
+        self._last_response = (body, value)
+        return value
 
     def _fetch(self, request: ApiRequest) -> Any:
         """One request with retries; the plans of the core call this for every request they need."""
@@ -225,10 +220,18 @@ class FineTuneEventsHook(BaseHook):
     def _page(self, request: ApiRequest) -> dict[str, Any]:
         return dict(require_mapping(self._fetch(request), request.what, ("data",)))
 
+    def _body_of(self, page: list[dict[str, Any]]) -> bytes | None:
+        """The last response's body if ``page`` is exactly its ``data`` list (same objects, same order)."""
+        body, value = self._last_response
+        data = value.get("data") if isinstance(value, Mapping) else None
+        if isinstance(data, list) and len(data) == len(page) and all(map(operator.is_, page, data)):
+            return body
+        return None
+
     def _fill(self, spool: ReverseSpool, plan: Any, job_id: str) -> ReverseSpool:
         started = last_log = time.monotonic()
         for pages, page in enumerate(self.run(plan), start=1):
-            spool.add_page(page)
+            spool.add_page(page, self._body_of(page))
             now = time.monotonic()
             if now - last_log >= 10:
                 last_log = now
@@ -241,31 +244,46 @@ class FineTuneEventsHook(BaseHook):
                 )
         return spool
 
-    def iter_event_blocks(
-        self, job_id: str, page_size: int = DEFAULT_PAGE_SIZE, window: EventWindow | None = None
-    ) -> Iterator[bytes]:
-        """Every event of the job as JSON Lines blocks, oldest first: what the export writes.
-
-        Pages are read newest first and spooled (memory bounded, spill to a temporary file), then
-        replayed oldest first. Nothing is yielded before the whole read succeeded.
-        """
+    def _spooled(
+        self, job_id: str, page_size: int, window: EventWindow | None, spill: SpillForm
+    ) -> ReverseSpool:
+        """Every event of the job read (newest page first) into a spool, ready to replay oldest first."""
         check_page_size(page_size)
         plan = legacy_events(job_id) if self.api == LEGACY else walk_back(job_id, page_size, window=window)
-        with ReverseSpool() as spool:
+        spool = ReverseSpool(spill=spill)
+        try:
             if self.api == LEGACY and window is not None and not window.unbounded:
                 for page in self.run(plan):
                     spool.add_page([e for e in page if window.contains(e)])
             else:
                 self._fill(spool, plan, job_id)
+        except BaseException:
+            spool.close()
+            raise
+        return spool
+
+    def iter_event_blocks(
+        self, job_id: str, page_size: int = DEFAULT_PAGE_SIZE, window: EventWindow | None = None
+    ) -> Iterator[bytes]:
+        """Every event of the job as JSON Lines blocks, oldest first: what the export writes.
+
+        Pages are read newest first and spooled (memory bounded, spilled to a temporary file as the
+        lines themselves), then replayed oldest first. Nothing is yielded before the whole read succeeded.
+        """
+        with self._spooled(job_id, page_size, window, "lines") as spool:
             yield from spool.iter_pages()
 
     def iter_events(
         self, job_id: str, page_size: int = DEFAULT_PAGE_SIZE, window: EventWindow | None = None
     ) -> Iterator[dict[str, Any]]:
-        """Every event of the job, oldest first, each exactly once, in bounded memory."""
-        for block in self.iter_event_blocks(job_id, page_size, window):
-            for line in block.splitlines():
-                yield json.loads(line)
+        """Every event of the job, oldest first, each exactly once, in bounded memory.
+
+        The same read as :meth:`iter_event_blocks`, spooled as decoded events: no event is encoded to
+        JSON and decoded again on the way.
+        """
+        with self._spooled(job_id, page_size, window, "events") as spool:
+            for page in spool.iter_event_pages():
+                yield from page
 
     def read_new_events(
         self, job_id: str, state: TailState, page_size: int = DEFAULT_PAGE_SIZE
@@ -409,41 +427,17 @@ class FineTuneEventsHook(BaseHook):
                 f"{what} uses the current fine_tuning API; the legacy fine_tunes API has no such call"
             )
 
-    def create_job(
-        self,
-        model: str,
-        training_file: str,
-        *,
-        validation_file: str | None = None,
-        method: dict[str, Any] | None = None,
-        hyperparameters: dict[str, Any] | None = None,
-        suffix: str | None = None,
-        seed: int | None = None,
-        metadata: dict[str, str] | None = None,
-        integrations: list[dict[str, Any]] | None = None,
-        **fields: Any,
-    ) -> dict[str, Any]:
-        """Start a fine-tuning job (``POST /fine_tuning/jobs``) with any field of the create request;
-        returns the new job object. ``None`` fields are not sent.
+    def create_job(self, model: str, training_file: str, **fields: Any) -> dict[str, Any]:
+        """Start a fine-tuning job (``POST /fine_tuning/jobs``); returns the new job object.
 
-        Tried once, never retried: a retried POST whose first attempt reached the server would start a
-        second, billed job. ``FineTuneJobOperator`` resolves an unknown outcome by listing the jobs
-        tagged with its task instance before it tries again.
+        ``fields`` are the create request's other fields (``JOB_CREATE_FIELDS``: validation_file,
+        method, hyperparameters, suffix, seed, metadata, integrations, and any the API adds); ``None``
+        values are not sent. Tried once, never retried: a retried POST whose first attempt reached the
+        server would start a second, billed job. ``FineTuneJobOperator`` resolves an unknown outcome by
+        listing the jobs tagged with its task instance before it tries again.
         """
         self._require_current("create_job")
-        body = {
-            "model": model,
-            "training_file": training_file,
-            "validation_file": validation_file,
-            "method": method,
-            "hyperparameters": hyperparameters,
-            "suffix": suffix,
-            "seed": seed,
-            "metadata": metadata,
-            "integrations": integrations,
-            **fields,
-        }
-        request = create_job_request({k: v for k, v in body.items() if v is not None})
+        request = create_job_request(model, training_file, fields)
         return dict(require_mapping(self._fetch_json_once(request), request.what, ("id", "status")))
 
     def list_jobs(

@@ -28,6 +28,7 @@ from airflow_ftevents._compat import (
     AirflowTaskTimeout,
     default_deferrable,
 )
+from airflow_ftevents.core.api import JOB_CREATE_FIELDS
 from airflow_ftevents.core.checkpoint import DEFAULT_CHECKPOINT_INTERVAL
 from airflow_ftevents.core.paging import DEFAULT_PAGE_SIZE, check_page_size
 from airflow_ftevents.links import FineTuneJobLink
@@ -205,17 +206,8 @@ class FineTuneJobOperator(BaseOperator):
         from airflow_ftevents.errors import FineTuneEventsConnectionError
 
         try:
-            job = self.hook.create_job(
-                self.model,
-                self.training_file,
-                validation_file=self.validation_file,
-                method=self.method,
-                hyperparameters=self.hyperparameters,
-                suffix=self.suffix,
-                seed=self.seed,
-                metadata=metadata,
-                integrations=self.integrations,
-            )
+            fields = {name: getattr(self, name) for name in JOB_CREATE_FIELDS}
+            job = self.hook.create_job(self.model, self.training_file, **{**fields, "metadata": metadata})
         except FineTuneEventsConnectionError as exc:
             self.log.warning(
                 "The create request's outcome is unknown (%s); looking for the job by its tag %r", exc, tag

@@ -88,8 +88,28 @@ def jobs_request(
     )
 
 
-def create_job_request(body: Mapping[str, Any]) -> ApiRequest:
-    return ApiRequest(("fine_tuning", "jobs"), {}, "POST fine-tuning job", "POST", dict(body))
+# The create request's fields besides model and training_file, as the API documents them.
+JOB_CREATE_FIELDS = (
+    "validation_file",
+    "method",
+    "hyperparameters",
+    "suffix",
+    "seed",
+    "metadata",
+    "integrations",
+)
+
+
+def create_job_request(model: str, training_file: str, fields: Mapping[str, Any]) -> ApiRequest:
+    """``POST /fine_tuning/jobs``; fields whose value is ``None`` are left out of the body."""
+    body = {"model": model, "training_file": training_file, **fields}
+    return ApiRequest(
+        ("fine_tuning", "jobs"),
+        {},
+        "POST fine-tuning job",
+        "POST",
+        {key: value for key, value in body.items() if value is not None},
+    )
 
 
 def job_action_request(job_id: str, action: str) -> ApiRequest:
