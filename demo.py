@@ -4,9 +4,9 @@
 
 Creates ``.venv`` (first run only), installs the package, starts the simulator, runs
 ``airflow db migrate`` in a temporary AIRFLOW_HOME and ``airflow dags test`` on the first example DAG
-(start a fine-tune, wait for it with the deferrable sensor, export its events), stops the simulator and
-prints where the exported events are with a short summary. Needs only python3 (3.10+) and network
-access to the package index.
+(start a fine-tune with FineTuneJobOperator, wait for it in the deferrable trigger, export its events
+and the loss plot), stops the simulator and prints where the exported events and the plot are. Needs
+only python3 (3.10+) and network access to the package index.
 """
 
 from __future__ import annotations
@@ -41,7 +41,16 @@ def bootstrap() -> None:
     started = time.monotonic()
     print("[demo] installing airflow-ftevents and Apache Airflow (about a minute the first time)", flush=True)
     subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-e", str(ROOT)],
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-e",
+            f"{ROOT}[plot]",
+        ],
         check=True,
     )
     print(f"[demo] installed in {time.monotonic() - started:.0f} s", flush=True)
@@ -72,7 +81,7 @@ def start_simulator(env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
 
 
 def show_progress(log: str, keep: int = 4) -> None:
-    """A few of the training-progress lines the sensor's trigger logged, without the log decoration."""
+    """A few of the training-progress lines the trigger logged, without the log decoration."""
     lines = []
     for line in log.splitlines():
         for marker in ("[metrics]", "[info]", "[warn]", "[error]"):
@@ -82,7 +91,7 @@ def show_progress(log: str, keep: int = 4) -> None:
                 break
     if not lines:
         return
-    print(f"[demo] the sensor logged {len(lines)} job events while it waited, e.g.:")
+    print(f"[demo] the trigger logged {len(lines)} job events while it waited, e.g.:")
     shown = lines if len(lines) <= 2 * keep else [*lines[:keep], "...", *lines[-keep:]]
     for line in shown:
         print("    " + line)
@@ -106,8 +115,10 @@ def summarize(export_file: Path, base_url: str) -> None:
     print("=" * 72)
     print(f"Exported events : {export_file}")
     for extra in sorted(export_file.parent.glob(f"{job_id}.*")):
-        if extra != export_file:
+        if extra != export_file and not extra.name.endswith(".loss.png"):
             print(f"Also written    : {extra}")
+    plot = export_file.with_name(f"{job_id}.loss.png")
+    print(f"Loss plot       : {plot if plot.exists() else 'not written (pip install matplotlib)'}")
     print(f"Job             : {job_id}")
     print(f"Job status      : {job.get('status')}   fine-tuned model: {job.get('fine_tuned_model')}")
     print(f"Event count     : {len(events)}")

@@ -97,6 +97,7 @@ class FineTuneJobOperator(BaseOperator):
         "hyperparameters",
         "suffix",
         "metadata",
+        "conn_id",
     )
     template_fields_renderers = {"method": "json", "hyperparameters": "json", "metadata": "json"}
     operator_extra_links = (FineTuneJobLink(),)

@@ -82,7 +82,7 @@ class FineTuneEventsExportOperator(BaseOperator):
         (needs matplotlib: ``pip install 'airflow-ftevents[plot]'``).
     """
 
-    template_fields: Sequence[str] = ("job_id", "destination", "created_after", "created_before")
+    template_fields: Sequence[str] = ("job_id", "conn_id", "destination", "created_after", "created_before")
     operator_extra_links = (FineTuneJobLink(),)
     ui_color = "#e8f0fe"
 

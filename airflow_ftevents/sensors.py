@@ -124,7 +124,7 @@ class FineTuneJobSensor(BaseSensorOperator):
     ``finished_at``, ``event_count`` (all events of the job seen), ``last_event``.
     """
 
-    template_fields: Sequence[str] = ("job_id",)
+    template_fields: Sequence[str] = ("job_id", "conn_id")
     operator_extra_links = (FineTuneJobLink(),)
     ui_color = "#d9f2e6"
 

@@ -19,6 +19,19 @@ make_venv() {  # make_venv DIR AIRFLOW_VERSION PACKAGES...
     "$dir/bin/python" -m pip install --quiet "$@" "apache-airflow==$version"
 }
 
+ensure_chromium() {  # the UI's browser test drives Debian's chromium (never a downloaded browser)
+    if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then
+        return
+    fi
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "== installing Debian's chromium and chromium-driver for the UI browser test"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq >/dev/null
+        apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+    fi
+}
+
+ensure_chromium
 make_venv .venv-test "$AIRFLOW_LATEST" -e ".[test]"
 echo "== ruff"
 .venv-test/bin/ruff check .

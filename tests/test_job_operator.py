@@ -350,6 +350,7 @@ def test_templated_fields() -> None:
         "hyperparameters",
         "suffix",
         "metadata",
+        "conn_id",
     )
     with pytest.raises(ValueError, match="timeout must be a number of seconds > 0 or a timedelta, got 0"):
         make(timeout=0)

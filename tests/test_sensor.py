@@ -100,7 +100,7 @@ def poke_until_done(sensor: FineTuneJobSensor, ctx: dict[str, Any], limit: int =
 
 def test_job_id_is_templated_and_arguments_are_checked() -> None:
     sensor = make(job_id="{{ params.job }}-{{ ds_nodash }}")
-    assert FineTuneJobSensor.template_fields == ("job_id",)
+    assert FineTuneJobSensor.template_fields == ("job_id", "conn_id")
     sensor.render_template_fields({"params": {"job": "ftjob-abc"}, "ds_nodash": "20240101"})
     assert sensor.job_id == "ftjob-abc-20240101"
     assert [type(link) for link in FineTuneJobSensor.operator_extra_links] == [FineTuneJobLink]
