@@ -8,6 +8,7 @@ from urllib.parse import parse_qs
 
 import httpx
 import pytest
+from api_fakes import T0, events_page, make_events
 from conftest import API_KEY
 
 from airflow_ftevents.async_client import AsyncFineTuneEventsClient
@@ -22,24 +23,8 @@ from airflow_ftevents.errors import (
 
 BASE = "https://api.test/v1"
 JOB = "ftjob-async1"
-T0 = 1_721_692_800
 JOB_PATH = f"/v1/fine_tuning/jobs/{JOB}"
 EVENTS_PATH = f"{JOB_PATH}/events"
-
-
-def make_events(n: int) -> list[dict]:
-    return [
-        {
-            "object": "fine_tuning.job.event",
-            "id": f"ftevent-{i:06d}",
-            "created_at": T0 + i // 3,
-            "level": "info",
-            "message": f"Step {i}",
-            "data": None,
-            "type": "message",
-        }
-        for i in range(n)
-    ]
 
 
 def query(request: httpx.Request) -> dict[str, list[str]]:
@@ -59,14 +44,8 @@ class Server:
         path = request.url.path
         if path == EVENTS_PATH:
             q = query(request)
-            limit = int(q.get("limit", ["20"])[0])
-            newest_first = self.events[::-1]
-            after = q.get("after", [None])[0]
-            start = 0 if after is None else [e["id"] for e in newest_first].index(after) + 1
-            page = newest_first[start : start + limit]
-            return httpx.Response(
-                200, json={"object": "list", "data": page, "has_more": start + limit < len(newest_first)}
-            )
+            page = events_page(self.events, q.get("after", [None])[0], int(q.get("limit", ["20"])[0]))
+            return httpx.Response(200, json=page)
         if path == JOB_PATH:
             outcome = self.job_responses.pop(0)
             if isinstance(outcome, Exception):
@@ -123,10 +102,10 @@ async def test_get_job(server):
 
 async def test_read_new_events_oldest_first_and_only_new(server):
     state = TailState()
-    server.events = make_events(5)
+    server.events = make_events(5, null_data=True)
     async with await make_client(server) as client:
         got = [e async for e in client.read_new_events(JOB, state, page_size=2)]
-        assert got == make_events(5)
+        assert got == make_events(5, null_data=True)
         assert [query(r).get("after") for r in server.requests] == [
             None,
             ["ftevent-000003"],
@@ -135,7 +114,7 @@ async def test_read_new_events_oldest_first_and_only_new(server):
         assert state.to_dict() == {"last_id": "ftevent-000004", "last_created_at": T0 + 1, "count": 5}
 
         server.requests.clear()
-        server.events = make_events(8)
+        server.events = make_events(8, null_data=True)
         got = [e async for e in client.read_new_events(JOB, state, page_size=2)]
         assert [e["id"] for e in got] == ["ftevent-000005", "ftevent-000006", "ftevent-000007"]
         assert [query(r).get("after") for r in server.requests] == [None, ["ftevent-000006"]]

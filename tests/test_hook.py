@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
+from api_fakes import T0, events_page, legacy_event, make_events
 from conftest import API_KEY, CONN_ID, connection_json
 
 from airflow_ftevents.errors import (
@@ -34,31 +35,10 @@ from airflow_ftevents.errors import (
 BASE = "https://api.test/v1"
 JOB = "ftjob-abc123"
 LEGACY_JOB = "ft-legacy123"
-T0 = 1_721_692_800
 JOB_URL = f"{BASE}/fine_tuning/jobs/{JOB}"
 EVENTS_URL = f"{JOB_URL}/events"
 LEGACY_EVENTS_URL = f"{BASE}/fine-tunes/{LEGACY_JOB}/events"
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def make_events(n: int, start: int = 0) -> list[dict]:
-    """``n`` current-API events, oldest first, three per ``created_at`` second."""
-    return [
-        {
-            "object": "fine_tuning.job.event",
-            "id": f"ftevent-{i:06d}",
-            "created_at": T0 + i // 3,
-            "level": "info",
-            "message": f"Step {i}",
-            "data": {},
-            "type": "message",
-        }
-        for i in range(start, start + n)
-    ]
-
-
-def legacy_event(message: str, created_at: int = T0) -> dict:
-    return {"object": "fine-tune-event", "created_at": created_at, "level": "info", "message": message}
 
 
 def query(request) -> dict[str, list[str]]:
@@ -74,15 +54,7 @@ class EventsEndpoint:
 
     def __call__(self, request, context):
         q = query(request)
-        limit = int(q.get("limit", ["20"])[0])
-        newest_first = self.events[::-1]
-        after = q.get("after", [None])[0]
-        start = 0 if after is None else [e["id"] for e in newest_first].index(after) + 1
-        return {
-            "object": "list",
-            "data": newest_first[start : start + limit],
-            "has_more": start + limit < len(newest_first),
-        }
+        return events_page(self.events, q.get("after", [None])[0], int(q.get("limit", ["20"])[0]))
 
 
 def error_body(message: str, code: str | None = None, type_: str = "server_error") -> dict:

@@ -23,8 +23,10 @@ from conftest import API_KEY, CONN_ID, connection_json
 from task_doubles import expected_summary
 
 from airflow_ftevents.async_client import AsyncFineTuneEventsClient
+from airflow_ftevents.core import follow
 from airflow_ftevents.core.jobstate import format_event
 from airflow_ftevents.core.paging import TailState
+from airflow_ftevents.core.polling import next_poll_delay
 from airflow_ftevents.errors import FineTuneEventsNotFoundError
 from airflow_ftevents.simulator import JobSpec
 from airflow_ftevents.triggers import FineTuneJobTrigger, error_from_event
@@ -62,6 +64,13 @@ def lines(
         for r in caplog.records
         if r.name == trigger.log.name and (level is None or r.levelno == level)
     ]
+
+
+def error_detail(error: dict[str, Any]) -> str:
+    """How a failure message shows the job's ``error`` object (written here independently)."""
+    return f"{error['message']} (code {error['code']}" + (
+        f", param {error['param']})" if error["param"] else ")"
+    )
 
 
 @pytest.fixture
@@ -106,9 +115,7 @@ async def test_failed_job(sim, sim_conn, caplog) -> None:
     job = sim.job(job_id)
     error = job["error"]
     errors = [e for e in sim.events(job_id) if e["level"] == "error"]
-    detail = f"{error['message']} (code {error['code']}" + (
-        f", param {error['param']})" if error["param"] else ")"
-    )
+    detail = error_detail(error)
     assert payload == {
         "status": "failed",
         "message": f"Fine-tuning job {job_id} failed; error: {detail}; error events: "
@@ -126,9 +133,7 @@ async def test_failure_message_keeps_the_error_events_seen_before_deferring(sim,
     job = sim.job(job_id)
     error = job["error"]
     errors = [seen["message"]] + [e["message"] for e in sim.events(job_id) if e["level"] == "error"]
-    detail = f"{error['message']} (code {error['code']}" + (
-        f", param {error['param']})" if error["param"] else ")"
-    )
+    detail = error_detail(error)
     assert payload["status"] == "failed"
     assert payload["message"] == (
         f"Fine-tuning job {job_id} failed; error: {detail}; error events: " + " | ".join(errors)
@@ -167,13 +172,26 @@ async def test_deadline_in_the_past_ends_with_timeout_after_one_poll(sim, sim_co
     assert clients[0].is_closed
 
 
-async def test_short_deadline_is_kept_even_when_shorter_than_the_poll_interval(sim, sim_conn) -> None:
+async def test_short_deadline_is_kept_even_when_shorter_than_the_poll_interval(
+    sim, sim_conn, monkeypatch
+) -> None:
+    """Every wait is cut to what is left before the deadline (never the 30 s interval), and the wait
+    ends only once the deadline has passed: asserted on the waits asked for, not on the wall clock."""
     job_id = sim.add_job(JobSpec(job_id="ftjob-slow2", n_events=12, duration=120))
-    started = time.monotonic()
-    (payload,) = await run(make(job_id, poll_interval=30, end_time=time.time() + 0.4))
-    elapsed = time.monotonic() - started
+    decisions: list[tuple[float, float | None]] = []  # (now, the delay asked for; None: deadline passed)
+
+    def recording(poll_interval: float, end_time: float | None, now: float, *args: Any) -> float | None:
+        delay = next_poll_delay(poll_interval, end_time, now, *args)
+        decisions.append((now, delay))
+        return delay
+
+    monkeypatch.setattr(follow, "next_poll_delay", recording)
+    end_time = time.time() + 0.4
+    (payload,) = await run(make(job_id, poll_interval=30, end_time=end_time))
     assert payload["status"] == "timeout"
-    assert 0.3 < elapsed < 2.0
+    *waits, (last_now, last_delay) = decisions
+    assert waits and all(0 < delay <= 0.4 for _, delay in waits)
+    assert last_delay is None and last_now >= end_time
 
 
 # -- faults ----------------------------------------------------------------------------------------
@@ -395,7 +413,9 @@ async def test_polling_leaves_no_cyclic_garbage(monkeypatch) -> None:
     """Whatever the number of polls, a trigger leaves the same few objects to the cycle collector.
 
     Cyclic garbage is what makes the collector run full passes over the triggerer's heap (each a
-    stall of the loop); per poll it must be none. What is left is asyncio's closed socket transport.
+    stall of the loop); per poll it must be none. What is left is the standard library's (asyncio's
+    closed socket transport): how much of it depends on the Python version, so it is not counted here
+    (bench/bench_triggers.py reports the garbage the collector finds).
     """
     import gc
 
@@ -403,6 +423,7 @@ async def test_polling_leaves_no_cyclic_garbage(monkeypatch) -> None:
     with simulator_process(monkeypatch, *[a for job in jobs for a in ("--job", job)]):
         sink = logging.StreamHandler(io.StringIO())
         garbage: dict[str, list[str]] = {}
+        modules: dict[str, set[str]] = {}  # the modules of the leftover objects' types
         counts: dict[str, int] = {}
         for job_id in ("ftjob-warm", "ftjob-short", "ftjob-long"):
             trigger = make(job_id, poll_interval=0.02)
@@ -415,6 +436,7 @@ async def test_polling_leaves_no_cyclic_garbage(monkeypatch) -> None:
                 (payload,) = await run(trigger)
                 gc.collect()
                 garbage[job_id] = sorted(type(o).__name__ for o in gc.garbage)
+                modules[job_id] = {type(o).__module__.partition(".")[0] for o in gc.garbage}
             finally:
                 gc.garbage.clear()
                 gc.set_debug(0)
@@ -426,16 +448,19 @@ async def test_polling_leaves_no_cyclic_garbage(monkeypatch) -> None:
     assert garbage["ftjob-short"] == garbage["ftjob-long"]  # ~50 polls vs ~150: no per-poll garbage
     ours = ("AsyncRetrying", "RetryCallState", "Response", "Request", "URL", "Headers", "frame", "traceback")
     assert [name for name in garbage["ftjob-long"] if name in ours] == []
-    assert "_SelectorSocketTransport" in garbage["ftjob-long"]
-    assert len(garbage["ftjob-long"]) < 12
+    stack = {"airflow_ftevents", "httpx", "httpcore", "h11", "anyio", "tenacity", "airflow", "structlog"}
+    assert modules["ftjob-long"] & stack == set(), modules["ftjob-long"]
 
 
-async def test_the_event_loop_is_never_blocked(slow_sim) -> None:
-    """10 triggers on 1,000-event jobs, slow answers, retries: the loop still wakes every few ms.
+async def test_the_event_loop_is_never_blocked(slow_sim, monkeypatch) -> None:
+    """10 triggers on 1,000-event jobs, slow answers, retries: the loop runs other work during every request.
 
-    The objects the test process already holds (pytest, Airflow) are frozen out of the garbage
-    collector first: a full collection of them takes 150-300 ms here whatever runs on the loop, and it
-    is the trigger's own work that this test measures.
+    Each answer takes 150 ms: a request that blocked the event loop would let nothing else run until it
+    returned. So a ticker coroutine counts its wake-ups, and every answered request must see it wake
+    while the request was in flight. How late the loop wakes (its longest stall) is a speed:
+    bench/bench_triggers.py measures it, this test does not. The objects the test process already holds
+    (pytest, Airflow) are frozen out of the garbage collector first: a full collection of them takes
+    150-300 ms here whatever runs on the loop, and it is the trigger's own work that this test watches.
     """
     import gc
 
@@ -448,15 +473,23 @@ async def test_the_event_loop_is_never_blocked(slow_sim) -> None:
         trigger.log.addHandler(sink)
         triggers.append(trigger)
     stop = asyncio.Event()
-    gaps: list[float] = []
+    ticks = 0
+    in_flight: list[int] = []  # per answered request: the ticker's wake-ups while it was in flight
+    fetch_once = AsyncFineTuneEventsClient._fetch_once
+
+    async def counted(client: AsyncFineTuneEventsClient, request: Any) -> Any:
+        before = ticks
+        answer = await fetch_once(client, request)  # the three 503s come at once, not slowly: they raise
+        in_flight.append(ticks - before)
+        return answer
+
+    monkeypatch.setattr(AsyncFineTuneEventsClient, "_fetch_once", counted)
 
     async def ticker() -> None:
-        last = time.perf_counter()
+        nonlocal ticks
         while not stop.is_set():
             await asyncio.sleep(0.005)
-            now = time.perf_counter()
-            gaps.append(now - last)
-            last = now
+            ticks += 1
 
     gc.collect()
     gc.freeze()
@@ -470,5 +503,7 @@ async def test_the_event_loop_is_never_blocked(slow_sim) -> None:
     assert [payloads[0]["job"]["event_count"] for payloads in results] == [1000] * 10
     assert all(len(payloads) == 1 and payloads[0]["status"] == "success" for payloads in results)
     assert sink.stream.getvalue().count(" INFO ") >= 10 * 900
-    assert len(gaps) >= 100
-    assert max(gaps) < 0.1, f"longest event-loop stall {max(gaps) * 1000:.0f} ms"
+    assert len(in_flight) >= 10 * 11  # per trigger at least its job and ten pages of 100 events
+    assert 0 not in in_flight, (
+        f"{in_flight.count(0)} of {len(in_flight)} requests saw the loop do nothing else"
+    )
