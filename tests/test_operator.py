@@ -25,6 +25,7 @@ import pendulum
 import pytest
 from task_doubles import FakeTI
 
+from airflow_ftevents._compat import AirflowException
 from airflow_ftevents.errors import FineTuneEventsAuthError
 from airflow_ftevents.simulator import JobSpec
 from airflow_ftevents.triggers import trigger_event_payload
@@ -487,7 +488,7 @@ def test_wait_for_completion_polls_then_exports_everything(sim, sim_conn, tmp_pa
 def test_wait_timeout_fails_without_exporting(sim, sim_conn, tmp_path):
     sim.add_job(JobSpec(job_id="ftjob-slow", n_events=60, duration=60))
     start = time.monotonic()
-    with pytest.raises(Exception, match=r"did not finish within timeout=0.5 s .*nothing was exported"):
+    with pytest.raises(AirflowException, match=r"did not finish within timeout=0.5 s .*nothing was exported"):
         run(
             operator(
                 job_id="ftjob-slow",
@@ -498,7 +499,7 @@ def test_wait_timeout_fails_without_exporting(sim, sim_conn, tmp_path):
                 deferrable=False,
             )
         )
-    assert 0.5 <= time.monotonic() - start < 3
+    assert time.monotonic() - start >= 0.5  # it waited the whole timeout (pytest-timeout guards a hang)
     assert listing(tmp_path) == []
 
 
@@ -574,7 +575,7 @@ def test_deferrable_on_a_finished_job_exports_at_once(sim, sim_conn):
 def test_execute_complete_refuses_timeouts_errors_and_malformed_events(sim, sim_conn, tmp_path):
     op = operator(job_id="ftjob-none", destination=f"{tmp_path}/", wait_for_completion=True, deferrable=True)
     timeout = {"status": "timeout", "message": "Fine-tuning job ftjob-none did not finish", "job": None}
-    with pytest.raises(Exception, match="did not finish; nothing was exported"):
+    with pytest.raises(AirflowException, match="did not finish; nothing was exported"):
         op.execute_complete({"ti": FakeTI()}, timeout)
     with pytest.raises(ValueError, match="Unexpected trigger event status 'bogus'"):
         op.execute_complete({"ti": FakeTI()}, {"status": "bogus", "message": "", "job": None})

@@ -85,7 +85,12 @@ def test_example_dags_parse_without_import_errors() -> None:
 
     bag = DagBag(dag_folder=str(ROOT / "example_dags"))  # AIRFLOW__CORE__LOAD_EXAMPLES=False (conftest)
     assert bag.import_errors == {}
-    assert sorted(bag.dag_ids) == ["example_fine_tune_wait_and_export", "example_scheduled_export"]
+    assert sorted(bag.dag_ids) == [
+        "example_evaluate_new_model",
+        "example_fine_tune_wait_and_export",
+        "example_on_any_fine_tune_finished",
+        "example_scheduled_export",
+    ]
     wait_dag = bag.dags["example_fine_tune_wait_and_export"]  # get_dag() would query the DB
     assert [t.task_id for t in wait_dag.topological_sort()] == [
         "start_fine_tune",
