@@ -12,24 +12,14 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from airflow_ftevents.core.api import JOB_CREATE_FIELDS
+from airflow_ftevents.core.jobtag import MAX_KEY_LENGTH, MAX_METADATA_PAIRS, MAX_VALUE_LENGTH
 from airflow_ftevents.simulator.model import MIN_EVENTS, OUTCOMES, JobSpec
 
-FIELDS = frozenset(
-    {
-        "model",
-        "training_file",
-        "validation_file",
-        "method",
-        "hyperparameters",
-        "suffix",
-        "seed",
-        "metadata",
-        "integrations",
-    }
-)
+FIELDS = frozenset({"model", "training_file", *JOB_CREATE_FIELDS})
 METHODS = ("supervised", "dpo", "reinforcement")
 SEED_MAX = 2_147_483_647
-METADATA_PAIRS, METADATA_KEY_MAX, METADATA_VALUE_MAX = 16, 64, 512
+METADATA_PAIRS, METADATA_KEY_MAX, METADATA_VALUE_MAX = MAX_METADATA_PAIRS, MAX_KEY_LENGTH, MAX_VALUE_LENGTH
 # Steering keys: a job created over HTTP runs as its metadata says (they are echoed back like any pair).
 SIM_EVENTS, SIM_SECONDS, SIM_OUTCOME = "sim_events", "sim_seconds", "sim_outcome"
 
