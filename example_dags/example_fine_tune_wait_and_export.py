@@ -16,6 +16,9 @@ from airflow_ftevents.operators import FineTuneEventsExportOperator
 from airflow_ftevents.sensors import FineTuneJobSensor
 
 EXPORT_ROOT = os.environ.get("FTEVENTS_EXPORT_ROOT", "file:///tmp/ftevents-exports")
+# Seconds between the trigger's saved checkpoints: after a triggerer restart at most the events of one
+# interval are logged again. Read where the DAG is parsed (dag-processor and workers).
+CHECKPOINT_INTERVAL = float(os.environ.get("FTEVENTS_CHECKPOINT_INTERVAL", "60"))
 
 with DAG(
     dag_id="example_fine_tune_wait_and_export",
@@ -53,6 +56,7 @@ with DAG(
         deferrable=True,
         poke_interval=2,
         timeout=60 * 60 * 6,
+        checkpoint_interval=CHECKPOINT_INTERVAL,
     )
 
     export = FineTuneEventsExportOperator(
@@ -61,6 +65,9 @@ with DAG(
         conn_id="openai_default",
         destination=EXPORT_ROOT + "/{{ dag.dag_id }}/{{ run_id | replace(':', '_') }}/",
         metrics_csv=True,
+        # A failed job's events matter most: export them too, then fail the task (and so the run).
+        trigger_rule="all_done",
+        fail_on_job_failure=True,
     )
 
     wait >> export

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import API_KEY, airflow_env, connection_json
+from conftest import API_KEY, ROOT, airflow_env, connection_json
 
 from airflow_ftevents.core.spool import event_line
 from airflow_ftevents.simulator import JobSpec
@@ -99,3 +99,25 @@ def test_scheduled_export_partitions_events_by_interval(sim, airflow_home: Path,
         ]
         assert joined == b"".join(event_line(e) for e in covered)
         assert json.loads(joined.splitlines()[0])["id"] == covered[0]["id"]
+
+
+def test_scheduled_export_window_of_a_manual_run_is_the_last_full_hour_before_it() -> None:
+    """A manual run without a logical date has no data interval: it exports the previous full hour."""
+    import importlib.util
+
+    path = ROOT / "example_dags" / "example_scheduled_export.py"
+    spec = importlib.util.spec_from_file_location("example_scheduled_export", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    utc = dt.timezone.utc
+    paris = dt.timezone(dt.timedelta(hours=1))
+    assert module.hour_window(None, None, dt.datetime(2026, 12, 1, 11, 25, 7, tzinfo=paris)) == {
+        "start": "2026-12-01T09:00:00+00:00",
+        "end": "2026-12-01T10:00:00+00:00",
+        "folder": "20261201T090000-20261201T100000",
+    }
+    start, end = dt.datetime(2026, 12, 1, 3, tzinfo=utc), dt.datetime(2026, 12, 1, 4, tzinfo=utc)
+    assert module.hour_window(start, end, dt.datetime(2026, 12, 1, 9, tzinfo=utc))["folder"] == (
+        "20261201T030000-20261201T040000"
+    )
