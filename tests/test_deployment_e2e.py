@@ -1,7 +1,11 @@
 """The example DAGs in a real Airflow deployment: api-server, scheduler, dag-processor and triggerer as
-separate processes (tests/deployment.py), the simulator on loopback. The triggerer is SIGKILLed while
-the sensor is deferred and a new one takes over: the run still succeeds, the export holds every event
-once, every event reaches the task log, and the events logged twice stay within one checkpoint interval.
+separate processes (tests/deployment.py), the simulator on loopback.
+
+- The triggerer is SIGKILLed while the job operator is deferred and a new one takes over: the run still
+  succeeds (the restart cancels nothing), the export holds every event once, every event reaches the
+  task log, and the events logged twice stay within one checkpoint interval.
+- The job's model reaches the evaluation DAG through the outlet Asset's event.
+- Marking the deferred task failed cancels the job.
 """
 
 from __future__ import annotations
@@ -17,16 +21,18 @@ from conftest import API_KEY, connection_json
 from deployment import Deployment, wait_until
 
 from airflow_ftevents.core.jobstate import format_event
-from airflow_ftevents.core.spool import event_line
+from airflow_ftevents.core.jobtag import asset_extra, compact_checkpoint
+from airflow_ftevents.core.jsonl import event_line
 from airflow_ftevents.simulator import JobSpec, Simulator
 
 pytestmark = [pytest.mark.airflow, pytest.mark.timeout(240)]
 
 WAIT_DAG = "example_fine_tune_wait_and_export"
 HOURLY_DAG = "example_scheduled_export"
-SENSOR = "wait_for_fine_tune"
-CHECKPOINT_INTERVAL = 5.0  # FTEVENTS_CHECKPOINT_INTERVAL for the example's sensor
-POKE_INTERVAL = 2.0  # the example sensor's poke_interval (the trigger's poll interval)
+EVALUATE_DAG = "example_evaluate_new_model"
+SENSOR = "fine_tune"  # the FineTuneJobOperator that starts the job and waits for it, deferred
+CHECKPOINT_INTERVAL = 5.0  # FTEVENTS_CHECKPOINT_INTERVAL for the example's wait
+POKE_INTERVAL = 2.0  # the example operator's poll_interval (the trigger's poll interval)
 HOURLY_JOB = "ftjob-hourly-e2e"
 
 
@@ -60,11 +66,13 @@ def airflow(
         db_template=migrated_airflow_db,
     )
     with deployment:
+        # From the start, so each successful run's Asset event starts an evaluation run of its own.
+        deployment.unpause(EVALUATE_DAG)
         yield deployment
 
 
 def _job_id(airflow: Deployment, run_id: str) -> str:
-    job_id = airflow.xcom(WAIT_DAG, run_id, "start_fine_tune")
+    job_id = airflow.xcom(WAIT_DAG, run_id, SENSOR, key="job_id")
     assert isinstance(job_id, str) and job_id.startswith("ftjob-"), job_id
     return job_id
 
@@ -116,11 +124,7 @@ def test_triggerer_killed_mid_wait_run_succeeds_every_event_exported_once_and_lo
         second = airflow.start_triggerer()
 
         assert airflow.wait_for_run(WAIT_DAG, run_id, timeout=150) == "success"
-        assert airflow.task_states(WAIT_DAG, run_id) == {
-            "start_fine_tune": "success",
-            SENSOR: "success",
-            "export_events": "success",
-        }
+        assert airflow.task_states(WAIT_DAG, run_id) == {SENSOR: "success", "export_events": "success"}
         events = sim.events(job_id)
         assert len(events) == 400
         assert sim.job(job_id)["status"] == "succeeded"
@@ -160,7 +164,6 @@ def test_failed_job_fails_the_run_after_its_events_are_exported(
         run_id = airflow.trigger(WAIT_DAG, conf={"metadata": metadata})
         assert airflow.wait_for_run(WAIT_DAG, run_id, timeout=120) == "failed"
         assert airflow.task_states(WAIT_DAG, run_id) == {
-            "start_fine_tune": "success",
             SENSOR: "failed",
             "export_events": "failed",  # fail_on_job_failure: written first, then failed
         }
@@ -208,3 +211,53 @@ def test_api_key_is_in_no_log_file_of_the_deployment(airflow: Deployment) -> Non
         logs = airflow.all_log_text()
         assert "[metrics] step" in logs  # the task and trigger logs are there
         assert API_KEY not in logs
+
+
+def test_the_model_reaches_the_evaluation_dag_through_the_asset_event(
+    airflow: Deployment, sim: Simulator, exports: Path
+) -> None:
+    with airflow.logs_on_failure():
+        airflow.unpause(WAIT_DAG)
+        metadata = {"sim_seconds": "6", "sim_events": "80", "sim_outcome": "succeeded"}
+        run_id = airflow.trigger(WAIT_DAG, conf={"metadata": metadata})
+        assert airflow.wait_for_run(WAIT_DAG, run_id, timeout=150) == "success"
+        job_id = _job_id(airflow, run_id)
+        job, checkpoints = sim.job(job_id), sim.checkpoints(job_id)
+        assert job["metadata"]["airflow_task_instance"] == f"{WAIT_DAG}/{run_id}/{SENSOR}/-1"
+        result = airflow.xcom(WAIT_DAG, run_id, SENSOR)
+        assert (result["job_id"], result["status"]) == (job_id, "succeeded")
+        assert result["fine_tuned_model"] == job["fine_tuned_model"]
+        assert result["checkpoints"] == [compact_checkpoint(c) for c in checkpoints]
+
+        def our_event() -> dict[str, Any] | None:
+            # other tests' runs emit events too: this run's is the one with its run id
+            events = [e for e in airflow.asset_events(source_dag_id=WAIT_DAG) if e["source_run_id"] == run_id]
+            assert len(events) <= 1, events
+            return events[0] if events and events[0]["created_dagruns"] else None
+
+        event = wait_until("the Asset event to start the evaluation DAG", our_event, timeout=120)
+        assert event["extra"] == asset_extra(result, checkpoints)
+        (evaluation,) = [r for r in event["created_dagruns"] if r["dag_id"] == EVALUATE_DAG]
+        assert airflow.wait_for_run(EVALUATE_DAG, evaluation["run_id"], timeout=150) == "success"
+        (triggering,) = airflow.triggering_asset_events(EVALUATE_DAG, evaluation["run_id"])
+        assert (triggering["id"], triggering["extra"]) == (event["id"], event["extra"])
+        seen = airflow.xcom(EVALUATE_DAG, evaluation["run_id"], "new_model")
+        assert seen == event["extra"] and seen["fine_tuned_model"] == job["fine_tuned_model"]
+        events = sim.events(job_id)
+        assert _export_file(exports, run_id, job_id).read_bytes() == b"".join(event_line(e) for e in events)
+
+
+def test_marking_the_deferred_task_failed_cancels_the_job(airflow: Deployment, sim: Simulator) -> None:
+    with airflow.logs_on_failure():
+        airflow.unpause(WAIT_DAG)
+        metadata = {"sim_seconds": "600", "sim_events": "600", "sim_outcome": "succeeded"}
+        run_id = airflow.trigger(WAIT_DAG, conf={"metadata": metadata})
+        airflow.wait_for_task_state(WAIT_DAG, run_id, SENSOR, "deferred")
+        job_id = _job_id(airflow, run_id)
+        assert sim.job(job_id)["status"] in ("validating_files", "queued", "running")
+        airflow.api(
+            "PATCH", f"/dags/{WAIT_DAG}/dagRuns/{run_id}/taskInstances/{SENSOR}", json={"new_state": "failed"}
+        )
+        wait_until("the job to be cancelled", lambda: sim.job(job_id)["status"] == "cancelled" or None, 60)
+        logs = airflow.task_log_text(WAIT_DAG, run_id, SENSOR)
+        assert f"Cancelled fine-tuning job {job_id} because" in logs

@@ -92,8 +92,4 @@ def test_example_dags_parse_without_import_errors() -> None:
         "example_scheduled_export",
     ]
     wait_dag = bag.dags["example_fine_tune_wait_and_export"]  # get_dag() would query the DB
-    assert [t.task_id for t in wait_dag.topological_sort()] == [
-        "start_fine_tune",
-        "wait_for_fine_tune",
-        "export_events",
-    ]
+    assert [t.task_id for t in wait_dag.topological_sort()] == ["fine_tune", "export_events"]

@@ -303,7 +303,7 @@ def test_readers_get_the_job(
         "job_id": job_id,
         "job_id_source": "the task's return value",
         "conn_id": "openai_default",
-        "conn_id_source": "the default",
+        "conn_id_source": "the rendered conn_id field",  # conn_id is a template field of the sensor
     }
     assert body["job"]["id"] == job_id
     assert body["job"]["status"] == "succeeded"
