@@ -42,10 +42,14 @@ echo "== pytest on Apache Airflow $AIRFLOW_LATEST"
 
 if [ "${SKIP_LOWEST:-0}" != "1" ]; then
     # The lowest release runs the tests of everything that touches Airflow (provider registration,
-    # sensor, trigger, operator, example DAGs end to end); the Airflow-free core is covered above.
+    # sensor, triggers, operators, watcher, UI, the example DAGs under dag.test() and in a real
+    # deployment); the Airflow-free core is covered above.
     make_venv .venv-test-low "$AIRFLOW_LOWEST" -e ".[plot]" pytest pytest-asyncio pytest-timeout \
-        requests-mock hypothesis jsonschema pyyaml
+        requests-mock hypothesis jsonschema pyyaml selenium
     echo "== pytest on Apache Airflow $AIRFLOW_LOWEST (lowest supported): the Airflow-facing tests"
     .venv-test-low/bin/python -m pytest -p no:cacheprovider -q "$@" tests/test_provider.py \
-        tests/test_sensor.py tests/test_trigger.py tests/test_operator.py tests/test_example_dags_e2e.py
+        tests/test_sensor.py tests/test_trigger.py tests/test_trigger_checkpoints.py tests/test_operator.py \
+        tests/test_job_operator.py tests/test_watcher_trigger.py tests/test_cli.py tests/test_errors.py \
+        tests/test_example_dags_e2e.py tests/test_deployment_e2e.py tests/test_watcher_e2e.py \
+        tests/test_ui_api.py tests/test_ui_browser.py
 fi

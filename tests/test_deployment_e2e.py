@@ -255,6 +255,14 @@ def test_marking_the_deferred_task_failed_cancels_the_job(airflow: Deployment, s
         airflow.wait_for_task_state(WAIT_DAG, run_id, SENSOR, "deferred")
         job_id = _job_id(airflow, run_id)
         assert sim.job(job_id)["status"] in ("validating_files", "queued", "running")
+        # A user kills a task that waits: by then a triggerer runs its trigger (it has polled).
+        wait_until(
+            "a triggerer to run the trigger",
+            lambda: (
+                any(".trigger." in p.name for p in airflow.task_log_files(WAIT_DAG, run_id, SENSOR)) or None
+            ),
+            timeout=60,
+        )
         airflow.api(
             "PATCH", f"/dags/{WAIT_DAG}/dagRuns/{run_id}/taskInstances/{SENSOR}", json={"new_state": "failed"}
         )

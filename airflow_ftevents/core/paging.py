@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 from airflow_ftevents.core.api import (
@@ -71,7 +72,10 @@ def check_page_size(page_size: int) -> int:
 def _page_items(page: Any, what: str, kind: str = "event") -> tuple[list[dict[str, Any]], bool | None]:
     page = require_mapping(page, what, ("data",))
     data = page["data"]
-    if not isinstance(data, list) or not all(isinstance(e, Mapping) for e in data):
+    # Plain dicts (every decoded page) are checked without a Python call per item.
+    if not isinstance(data, list) or not (
+        all(map(isinstance, data, repeat(dict))) or all(isinstance(e, Mapping) for e in data)
+    ):
         raise FineTuneEventsResponseError(
             f"{what} returned 'data' that is not a list of {kind} objects",
             code="unexpected_shape",

@@ -9,6 +9,8 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import msgspec
+
 from airflow_ftevents.core.retry import header, is_retryable_status, server_delay
 from airflow_ftevents.errors import (
     FineTuneEventsAPIError,
@@ -28,6 +30,30 @@ _HINTS = {
     409: "The service reported a conflict; retries were exhausted, try again later",
     429: "Rate limited; retries were exhausted: lower concurrency, poll less often or raise 'max_retries'",
 }
+
+
+_msgspec_decode = msgspec.json.Decoder().decode
+
+
+def loads(body: bytes) -> Any:
+    """``json.loads(body)``, about twice as fast: msgspec (which Airflow itself depends on) decodes
+    what it accepts to the same values, and the rest (NaN, a byte order mark, UTF-16, lone
+    surrogates, invalid JSON) goes to ``json.loads``, so results and errors stay those of the stdlib."""
+    try:
+        return _msgspec_decode(body)
+    except ValueError:  # msgspec.DecodeError
+        return json.loads(body)
+
+
+def loads_lines(block: bytes) -> list[Any]:
+    """The values of a block of JSON lines (each ended by a newline; JSON escapes newlines inside
+    strings), decoded as one JSON array."""
+    if not block:
+        return []
+    try:
+        return _msgspec_decode(b"[" + block[:-1].replace(b"\n", b",") + b"]")
+    except ValueError:
+        return [json.loads(line) for line in block.splitlines()]
 
 
 def _no_redact(text: str) -> str:
@@ -97,7 +123,7 @@ def decode_json(
     if status >= 400:
         raise api_error(status, headers, body, what, redact)
     try:
-        return json.loads(body)
+        return loads(body)
     except ValueError:
         content_type = header(headers, "content-type") or "no content type"
         raise FineTuneEventsResponseError(
@@ -125,7 +151,7 @@ def require_mapping(value: Any, what: str, keys: tuple[str, ...] = ()) -> Mappin
     return value
 
 
-__all__ = ["FineTuneEventsError", "api_error", "decode_json", "require_mapping"]
+__all__ = ["FineTuneEventsError", "api_error", "decode_json", "loads", "loads_lines", "require_mapping"]
 
 
 def transport_error(
