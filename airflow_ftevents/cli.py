@@ -505,7 +505,7 @@ def _follow(args: argparse.Namespace, hook: FineTuneEventsHook) -> int:
         remember_error_event,
     )
     from airflow_ftevents.core.paging import TailState
-    from airflow_ftevents.core.retry import backoff_delay
+    from airflow_ftevents.core.retry_rules import backoff_delay
 
     if args.api == LEGACY_API and args.after:
         raise UsageError("--after needs event ids, which the legacy fine_tunes API has not; use --skip N")

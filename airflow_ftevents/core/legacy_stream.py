@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from airflow_ftevents.core.retry import backoff_delay
+from airflow_ftevents.core.retry_rules import backoff_delay
 from airflow_ftevents.core.sse import ServerSentEvent
 from airflow_ftevents.errors import (
     FineTuneEventsConnectionError,

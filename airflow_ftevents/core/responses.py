@@ -1,6 +1,8 @@
 """Turn one HTTP response (status, headers, body bytes) into JSON or a clear FineTuneEventsError.
 
-Shared by the sync and async drivers so both say the same thing about the same failure.
+Shared by the sync and async drivers so both say the same thing about the same failure. JSON is
+decoded with msgspec, which Airflow itself requires (apache-airflow-core depends on it), falling back
+to the standard library for anything it refuses, so values and errors stay the standard library's.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from airflow_ftevents.core.retry import header, is_retryable_status, server_delay
+from airflow_ftevents.core.retry_rules import header, is_retryable_status, server_delay
 from airflow_ftevents.errors import (
     FineTuneEventsAPIError,
     FineTuneEventsAuthError,
