@@ -23,6 +23,7 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from airflow_ftevents.core.api import ApiFamily
 from airflow_ftevents.errors import FineTuneEventsConnectionError, FineTuneEventsError
 
 if TYPE_CHECKING:
@@ -30,8 +31,8 @@ if TYPE_CHECKING:
 
 PROG = "ftevents"
 DEFAULT_CONN_ID = "openai_default"
-CURRENT_API = "fine_tuning"
-LEGACY_API = "fine_tunes"
+CURRENT_API = ApiFamily.CURRENT.value
+LEGACY_API = ApiFamily.LEGACY.value
 DEFAULT_POLL_INTERVAL = 10.0
 
 EXIT_OK = 0

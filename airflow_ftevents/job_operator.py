@@ -28,7 +28,7 @@ from airflow_ftevents._compat import (
     AirflowTaskTimeout,
     default_deferrable,
 )
-from airflow_ftevents.core.api import JOB_CREATE_FIELDS
+from airflow_ftevents.core.api import CURRENT, JOB_CREATE_FIELDS
 from airflow_ftevents.core.checkpoint import DEFAULT_CHECKPOINT_INTERVAL
 from airflow_ftevents.core.paging import DEFAULT_PAGE_SIZE, check_page_size
 from airflow_ftevents.links import FineTuneJobLink
@@ -304,7 +304,7 @@ class FineTuneJobOperator(BaseOperator):
     def _succeeded(self, context: Context, summary: dict[str, Any]) -> dict[str, Any]:
         from airflow_ftevents.waiting import announce_success
 
-        return announce_success(self.hook, context, self.outlets, summary, "fine_tuning")
+        return announce_success(self.hook, context, self.outlets, summary, CURRENT)
 
     # -- cancel ---------------------------------------------------------------------------------------
 

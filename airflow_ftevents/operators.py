@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
-from airflow_ftevents.core.api import check_api
+from airflow_ftevents.core.api import CURRENT, check_api
 from airflow_ftevents.core.paging import check_page_size
 from airflow_ftevents.job_operator import FineTuneJobOperator
 from airflow_ftevents.links import FineTuneJobLink
@@ -91,7 +91,7 @@ class FineTuneEventsExportOperator(BaseOperator):
         *,
         job_id: str,
         conn_id: str = "openai_default",
-        api: str = "fine_tuning",
+        api: str = CURRENT,
         destination: Any = None,
         created_after: Any = None,
         created_before: Any = None,

@@ -31,7 +31,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_ftevents.core.api import job_request
+from airflow_ftevents.core.api import CURRENT, job_request
 from airflow_ftevents.core.jobstate import (
     CANCELLED,
     FAILED,
@@ -304,7 +304,7 @@ class JobTracker:
             walker.close()
         forgotten: list[str] = []
         for job_id in [j for j in tracked if j not in covered]:
-            request = job_request("fine_tuning", job_id)
+            request = job_request(CURRENT, job_id)
             requests += 1
             checked += 1
             try:
