@@ -104,6 +104,15 @@ async def task_instance_state(task_instance: Any) -> str | None:
     return None if state is None else str(getattr(state, "value", state))
 
 
+def seed_checkpoint(context: Any, progress: Any) -> None:
+    """Store the state a trigger starts from as its first checkpoint, as the task defers.
+
+    So the trigger always finds one when it starts: the triggerer logs a missing XCom at error level,
+    which would alarm whoever reads its log on every new trigger.
+    """
+    context["ti"].xcom_push(key=CHECKPOINT_KEY, value=progress)
+
+
 def delete_checkpoint(context: Any) -> None:
     """Drop the checkpoint once the task resumed (sync: it runs in the task, not the triggerer)."""
     ti = context["ti"]

@@ -250,7 +250,7 @@ class FineTuneJobOperator(BaseOperator):
                     self.log, self.job_id, self.hook.poll_job(follower), self.log_events
                 )
                 if finished is None:
-                    self._defer(follower, deadline)
+                    self._defer(context, follower, deadline)
             else:
                 outcomes = self.hook.follow_job(follower, self.poll_interval, deadline, tolerate_errors=True)
                 finished = first_finished(self.log, self.job_id, outcomes, self.log_events)
@@ -264,10 +264,12 @@ class FineTuneJobOperator(BaseOperator):
             )
         return self._succeeded(context, finished_result(finished, self.soft_fail))
 
-    def _defer(self, follower: JobFollower, deadline: float | None) -> None:
+    def _defer(self, context: Context, follower: JobFollower, deadline: float | None) -> None:
+        from airflow_ftevents.checkpoints import seed_checkpoint
         from airflow_ftevents.triggers import FineTuneJobTrigger
 
         self._close_hook()  # the worker slot is given back; do not keep its sockets open
+        seed_checkpoint(context, follower.to_dict())
         timeout = None
         if deadline is not None:
             timeout = dt.timedelta(seconds=max(deadline - time.time(), 0.0) + DEFER_GRACE_SECONDS)

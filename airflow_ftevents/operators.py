@@ -182,10 +182,10 @@ class FineTuneEventsExportOperator(BaseOperator):
             except RuntimeError as exc:
                 raise AirflowFailException(str(exc)) from None
         if self.wait_for_completion:
-            self._wait(time.time() + self.timeout)
+            self._wait(context, time.time() + self.timeout)
         return self._export()
 
-    def _wait(self, deadline: float) -> None:
+    def _wait(self, context: Context, deadline: float) -> None:
         """Return once the job is finished; defer to the triggerer if asked to and it is not yet.
 
         The status alone is followed (the export reads every event afterwards), with the same follower
@@ -220,7 +220,7 @@ class FineTuneEventsExportOperator(BaseOperator):
                         reported.add(outcome.status)
                         self.log.info("Job %s is %s; waiting for it to finish", self.job_id, outcome.status)
                     if self.deferrable and not is_terminal(outcome.status):
-                        self._defer(hook, deadline)
+                        self._defer(context, hook, deadline)
                 elif isinstance(outcome, TimedOut):
                     raise AirflowException(
                         f"Fine-tuning job {self.job_id} did not finish within timeout={self.timeout:g} s "
@@ -229,16 +229,18 @@ class FineTuneEventsExportOperator(BaseOperator):
         finally:
             hook.close()
 
-    def _defer(self, hook: FineTuneEventsHook, deadline: float) -> None:
+    def _defer(self, context: Context, hook: FineTuneEventsHook, deadline: float) -> None:
         """Hand the wait to FineTuneJobTrigger, starting its event log at the newest event already there.
 
         Without that start, the trigger's first poll would read (and log) the job's whole history.
         """
+        from airflow_ftevents.checkpoints import seed_checkpoint
         from airflow_ftevents.core.follow import JobFollower
         from airflow_ftevents.triggers import FineTuneJobTrigger
 
         follower = JobFollower(self.job_id, self.api, self.page_size)
         list(hook.run(follower.start_at_newest()))
+        seed_checkpoint(context, follower.to_dict())
         self.defer(
             trigger=FineTuneJobTrigger(
                 job_id=self.job_id,

@@ -205,10 +205,12 @@ class FineTuneJobSensor(BaseSensorOperator):
         if result.is_done:
             self.log.info("Job %s already finished; not deferring", self.job_id)
             return self._announce(context, result.xcom_value)
+        from airflow_ftevents.checkpoints import seed_checkpoint
         from airflow_ftevents.triggers import FineTuneJobTrigger
 
         follower = self._follower or JobFollower(self.job_id, self.api, self.page_size)
         self._close_hook()  # the worker slot is given back; do not keep its sockets open
+        seed_checkpoint(context, follower.to_dict())
         self.defer(
             trigger=FineTuneJobTrigger(
                 job_id=self.job_id,

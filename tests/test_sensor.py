@@ -385,7 +385,11 @@ def test_running_job_defers_with_exact_trigger_kwargs(sim, sim_conn, monkeypatch
     assert API_KEY not in text
     assert FineTuneJobTrigger(**json.loads(text)).serialize() == (classpath, kwargs)
     assert event_lines(records, first) == [format_event(e) for e in first]
-    assert ti.xcoms == {LINK_KEY: f"https://platform.openai.com/finetune/{job_id}"}
+    assert ti.xcoms == {
+        LINK_KEY: f"https://platform.openai.com/finetune/{job_id}",
+        # the trigger's first checkpoint: the state it starts from, so it always finds one
+        "ftevents_trigger_checkpoint": kwargs["progress"],
+    }
 
 
 # -- execute_complete, entered the way the task runner does (resume_execution) ----------------------
