@@ -8,5 +8,5 @@ from __future__ import annotations
 
 from airflow_ftevents.errors import FineTuneEventsError, InvalidJobIdError
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # the one place: pyproject.toml and the provider info read it
 __all__ = ["FineTuneEventsError", "InvalidJobIdError", "__version__"]

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+CONN_TYPE = "openai_ftevents"  # the one place: the hook and the provider info read it
+
 # name -> (label, JSON type, description, default, enum)
 EXTRA_FIELDS: dict[str, tuple[str, str, str, Any, list[str] | None]] = {
     "organization": ("Organization", "string", "Sent as the OpenAI-Organization header", None, None),

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow_ftevents.connection_form import conn_fields, ui_field_behaviour_provider_info
+from airflow_ftevents import __version__
+from airflow_ftevents.connection_form import CONN_TYPE, conn_fields, ui_field_behaviour_provider_info
 
 
 def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": "airflow-ftevents",
         "name": "OpenAI fine-tuning events",
-        "description": "Hook, sensor, deferrable trigger and export operator for the events of OpenAI "
-        "(and Azure OpenAI) fine-tuning jobs.",
-        "versions": ["0.1.0"],
+        "description": "OpenAI (and Azure OpenAI) fine-tuning jobs and their events: a hook, a job operator "
+        "that never bills twice, a sensor, deferrable and AssetWatcher triggers, an export operator and a "
+        "UI view.",
+        "versions": [__version__],
         "integrations": [
             {
                 "integration-name": "OpenAI fine-tuning events",
@@ -40,7 +42,7 @@ def get_provider_info() -> dict[str, Any]:
             {
                 "hook-class-name": "airflow_ftevents.hooks.FineTuneEventsHook",
                 "hook-name": "OpenAI fine-tuning events",
-                "connection-type": "openai_ftevents",
+                "connection-type": CONN_TYPE,
                 "conn-fields": conn_fields(),
                 "ui-field-behaviour": ui_field_behaviour_provider_info(),
             }

@@ -16,6 +16,7 @@ from airflow.sdk import BaseHook
 from tenacity import Retrying
 
 from airflow_ftevents._compat import mask_secret
+from airflow_ftevents.connection_form import CONN_TYPE
 from airflow_ftevents.core.api import (
     CURRENT,
     LEGACY,
@@ -57,8 +58,6 @@ from airflow_ftevents.errors import (
     FineTuneEventsError,
     FineTuneEventsResponseError,
 )
-
-CONN_TYPE = "openai_ftevents"
 
 
 class FineTuneEventsHook(BaseHook):

@@ -11,6 +11,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+import airflow_ftevents
 from airflow_ftevents.get_provider_info import get_provider_info
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,7 +64,7 @@ def test_airflow_providers_list_shows_the_package(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     start = result.stdout.index("[")
     providers = {p["package_name"]: p for p in json.loads(result.stdout[start:])}
-    assert providers["airflow-ftevents"]["version"] == "0.1.0"
+    assert providers["airflow-ftevents"]["version"] == airflow_ftevents.__version__ == "0.2.0"
 
 
 def test_modules_import_without_warnings() -> None:
