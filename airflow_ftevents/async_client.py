@@ -8,6 +8,7 @@ come from ``airflow_ftevents.core``, exactly as in the sync hook.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import ssl
 import threading
@@ -39,6 +40,9 @@ log = logging.getLogger(__name__)
 EVENTS_PER_STEP = 10  # events decoded and logged per step of the event loop
 KEEPALIVE_SECONDS = 120.0
 MAX_CACHED_REQUESTS = 16
+# A trigger that sleeps this long or longer between polls closes its connection while it sleeps (see
+# ``release_idle``); servers drop idle connections after about a minute anyway.
+CLOSE_IDLE_AFTER_SECONDS = 30.0
 _ssl_context: ssl.SSLContext | None = None
 _ssl_lock = threading.Lock()
 
@@ -80,6 +84,15 @@ async def aload_config(
     return await sync_to_async(load)()
 
 
+@functools.lru_cache(maxsize=32)
+def timeout_extensions(timeout: float, connect: float) -> dict[str, Any]:
+    """The ``extensions`` of a request with these timeouts, one dict shared by every client and request.
+
+    httpcore only reads it; one per client would be two more dicts that a thousand triggers keep alive.
+    """
+    return {"timeout": httpx.Timeout(timeout, connect=connect).as_dict()}
+
+
 def environment_proxy(url: str) -> str | None:
     """The proxy the environment sets for ``url`` (``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``...).
 
@@ -99,7 +112,8 @@ class AsyncFineTuneEventsClient:
     (cookies, auth and redirect flows, re-parsing the URL) costs a third of the CPU of a request and
     leaves every response in a reference cycle. Cyclic garbage is what makes the collector run
     full passes over the triggerer's heap, each one a stall of the event loop; this path leaves
-    none, and neither does the retry policy, which is built once per client.
+    none, and neither does the retry policy. Between polls a trigger calls ``release_idle``, so it
+    keeps alive as little as the next poll needs (the other thing that sets off full collections).
     """
 
     def __init__(
@@ -113,20 +127,18 @@ class AsyncFineTuneEventsClient:
         self.config = config
         self.api = check_api(api)
         self.log = logger or log
-        self._transport = transport or httpx.AsyncHTTPTransport(
-            verify=verify if verify is not None else shared_ssl_context(),
-            # httpx drops idle connections after 5 s, so a trigger polling every 5 s or more would open
-            # a new TCP (and TLS) connection for every poll; keep them as long as a usual poll interval.
-            limits=httpx.Limits(keepalive_expiry=KEEPALIVE_SECONDS),
-            proxy=environment_proxy(config.base_url),
-        )
-        self._headers = httpx.Headers({**config.headers(), "Accept-Encoding": "gzip, deflate"})
-        self._extensions = {
-            "timeout": httpx.Timeout(config.timeout, connect=config.connect_timeout).as_dict()
-        }
+        self._verify = verify
+        self._proxy = environment_proxy(config.base_url)
+        self._own_transport = transport is None
+        # Opened at the first request, closed again by ``release_idle`` before a long sleep.
+        self._transport: httpx.AsyncBaseTransport | None = transport
+        # Pairs of strings (a tuple of them is not tracked by the collector once it has seen it);
+        # every ``httpx.Request`` copies its headers anyway.
+        self._headers = tuple({**config.headers(), "Accept-Encoding": "gzip, deflate"}.items())
+        self._extensions = timeout_extensions(config.timeout, config.connect_timeout)
         self._requests: dict[tuple[Any, ...], httpx.Request] = {}
         self._closed = False
-        self._retrying = AsyncRetrying(**retry_settings(config.max_retries, self.log))
+        self._retrying_policy: AsyncRetrying | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.config.base_url!r}, api={self.api!r})"
@@ -156,13 +168,66 @@ class AsyncFineTuneEventsClient:
     def is_closed(self) -> bool:
         return self._closed
 
+    @property
+    def transport(self) -> httpx.AsyncBaseTransport:
+        """The connection pool; opened again by the first request after ``release_idle`` closed it."""
+        if self._transport is None:
+            if self._closed:
+                raise RuntimeError(f"{self!r} is closed and cannot send requests")
+            self._transport = httpx.AsyncHTTPTransport(
+                verify=self._verify if self._verify is not None else shared_ssl_context(),
+                # httpx drops idle connections after 5 s, so a trigger polling every 5 s or more would
+                # open a new TCP (and TLS) connection for every poll; keep them as long as a usual poll
+                # interval (a trigger sleeping longer closes its own, see ``release_idle``).
+                limits=httpx.Limits(keepalive_expiry=KEEPALIVE_SECONDS),
+                proxy=self._proxy,
+            )
+        return self._transport
+
+    @property
+    def _retrying(self) -> AsyncRetrying:
+        if self._retrying_policy is None:
+            self._retrying_policy = AsyncRetrying(**retry_settings(self.config.max_retries, self.log))
+        return self._retrying_policy
+
+    def _drop_retrying(self) -> None:
+        policy, self._retrying_policy = self._retrying_policy, None
+        if policy is not None:
+            # tenacity keeps the last call's actions, bound to the policy, inside the policy: a
+            # reference cycle left for the collector. Clearing them lets it go by reference counting.
+            policy.iter_state.reset()
+
+    async def release_idle(self, sleep: float = 0.0) -> None:
+        """Drop what only the next request needs before a ``sleep`` of that many seconds: the cached
+        requests and the retry policy, and the connection too when the sleep is
+        ``CLOSE_IDLE_AFTER_SECONDS`` or longer. Call it between requests only (a trigger between two
+        polls); the next request builds them again.
+
+        A trigger keeps them alive through its whole sleep otherwise: about fifty objects the collector
+        tracks (each ``httpx.Request`` has its headers, URL and their parts), and some forty more for
+        the connection and its pool, which a thousand triggers turn into the growth of the oldest
+        generation that sets off CPython's full collections (stop-the-world passes over the
+        triggerer's heap). A new connection per poll costs a TCP (and TLS) handshake and leaves a
+        closed asyncio transport, a small reference cycle, to the collector: worth it only for long
+        sleeps, which a server would end by dropping the idle connection anyway. A transport handed
+        in by the caller is kept.
+        """
+        self._requests.clear()
+        self._drop_retrying()
+        if sleep >= CLOSE_IDLE_AFTER_SECONDS and self._own_transport and self._transport is not None:
+            transport, self._transport = self._transport, None
+            try:
+                await transport.aclose()
+            except Exception as exc:  # an idle connection that fails to close is no reason to stop
+                self.log.debug("Closing the idle connection to %s failed: %s", self.config.base_url, exc)
+
     async def aclose(self) -> None:
         """Close the connections; a closed client cannot be used again."""
         self._closed = True
-        # tenacity keeps the last call's actions, bound to the policy, inside the policy: a reference
-        # cycle left for the collector. Clearing them lets the policy go by reference counting.
-        self._retrying.iter_state.reset()
-        await self._transport.aclose()
+        self._requests.clear()
+        self._drop_retrying()
+        if self._transport is not None:
+            await self._transport.aclose()
 
     def build_request(self, request: ApiRequest) -> httpx.Request:
         """The HTTP request for a plan's ``ApiRequest``: auth headers, escaped URL, timeouts, body.
@@ -189,7 +254,7 @@ class AsyncFineTuneEventsClient:
     async def _fetch_once(self, request: ApiRequest) -> Any:
         config = self.config
         try:
-            response = await self._transport.handle_async_request(self.build_request(request))
+            response = await self.transport.handle_async_request(self.build_request(request))
             try:
                 body = await response.aread()
             finally:

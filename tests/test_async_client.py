@@ -301,3 +301,28 @@ def test_proxy_comes_from_the_environment_as_for_the_sync_hook(monkeypatch):
     assert environment_proxy("https://llm.internal.test/v1") is None
     monkeypatch.setenv("ALL_PROXY", "socks5://proxy.test:1080")
     assert environment_proxy("http://api.test/v1") == "socks5://proxy.test:1080"
+
+
+async def test_release_idle_closes_the_connection_only_before_a_long_sleep(sim) -> None:
+    """Between polls the client drops its prepared requests; its connection only before a sleep of
+    CLOSE_IDLE_AFTER_SECONDS or more (one TCP connection per poll then, the same one otherwise)."""
+    from airflow_ftevents.async_client import CLOSE_IDLE_AFTER_SECONDS
+    from airflow_ftevents.simulator import JobSpec
+
+    job_id = sim.add_job(JobSpec(job_id="ftjob-idle", n_events=6, duration=0.0))
+    config = ApiConfig(api_key=API_KEY, base_url=sim.base_url, max_retries=0)
+    async with AsyncFineTuneEventsClient(config) as client:
+        before = sim.connections_accepted
+        assert (await client.get_job(job_id))["id"] == job_id
+        await client.release_idle(CLOSE_IDLE_AFTER_SECONDS / 2)
+        assert client._requests == {}
+        assert (await client.get_job(job_id))["id"] == job_id
+        assert sim.connections_accepted - before == 1
+        await client.release_idle(CLOSE_IDLE_AFTER_SECONDS)
+        assert client._transport is None
+        assert (await client.get_job(job_id))["id"] == job_id
+        assert sim.connections_accepted - before == 2
+        await client.release_idle(CLOSE_IDLE_AFTER_SECONDS)
+    assert client.is_closed
+    with pytest.raises(RuntimeError, match="is closed and cannot send requests"):
+        _ = client.transport

@@ -73,6 +73,7 @@ async def run_async(plan: Plan, fetch: Callable[[ApiRequest], Awaitable[Any]]) -
                     step = plan.throw(exc)
                 else:
                     step = plan.send(result)
+                    del result  # a page kept here would stay alive through the plan's next sleep
     except StopIteration:
         return
     finally:

@@ -232,6 +232,7 @@ class FineTuneJobTrigger(BaseTrigger):
                     elif isinstance(outcome, Polled):
                         if keep_checkpoints:
                             await self._checkpoint(store, policy)
+                        await client.release_idle(self.poll_interval)  # keep only what the next poll needs
                     elif isinstance(outcome, UnknownStatus):
                         self.log.warning(
                             "Job %s has status %r, unknown to this provider; still waiting",
@@ -242,6 +243,7 @@ class FineTuneJobTrigger(BaseTrigger):
                         self.log.warning(
                             "Polling job %s failed, will poll again: %s", self.job_id, outcome.error
                         )
+                        await client.release_idle(self.poll_interval)  # keep only what the next poll needs
                     elif isinstance(outcome, Finished):
                         status = "success" if outcome.status == SUCCEEDED else outcome.status
                         self._done = True
