@@ -308,24 +308,14 @@ async def test_on_3_1_a_task_that_left_deferred_cancels_in_cleanup(sim, sim_conn
 
 def test_outlet_asset_events_carry_the_model(sim, sim_conn) -> None:
     from airflow.sdk import Asset
+    from airflow.sdk.execution_time.context import OutletEventAccessors
 
     from airflow_ftevents.core.jobtag import best_checkpoint
 
     asset = Asset("ftevents://models/search")
-
-    class Accessor:
-        def __init__(self) -> None:
-            self.extra: dict[str, Any] = {}
-
-    events: dict[Any, Accessor] = {}
-
-    class OutletEvents(dict):
-        def __missing__(self, key: Any) -> Accessor:
-            events[key] = Accessor()
-            return events[key]
-
+    events = OutletEventAccessors()  # what the task runner hands a task as context["outlet_events"]
     result = make(metadata=sim_metadata(40), outlets=[asset]).execute(
-        {"ti": FakeTI(), "outlet_events": OutletEvents()}
+        {"ti": FakeTI(), "outlet_events": events}
     )
     job_id = result["job_id"]
     job = sim.job(job_id)

@@ -392,6 +392,23 @@ def test_running_job_defers_with_exact_trigger_kwargs(sim, sim_conn, monkeypatch
     }
 
 
+def test_outlet_asset_events_carry_the_model_the_summary_stays_the_sensors(sim, sim_conn) -> None:
+    from airflow.sdk import Asset
+    from airflow.sdk.execution_time.context import OutletEventAccessors
+
+    from airflow_ftevents.core.jobtag import asset_extra, job_result
+
+    job_id = sim.add_job(JobSpec(job_id="ftjob-outlets", n_events=40))
+    asset = Asset("ftevents_sensor_model")
+    events = OutletEventAccessors()
+    summary = make(job_id=job_id, outlets=[asset]).execute({"ti": FakeTI(), "outlet_events": events})
+    assert summary == expected_summary(sim, job_id)  # the XCom keeps the sensor's shape
+    checkpoints = sim.checkpoints(job_id)
+    assert checkpoints
+    assert events[asset].extra == asset_extra(job_result(summary, sim.job(job_id), checkpoints), checkpoints)
+    assert events[asset].extra["fine_tuned_model"] == sim.job(job_id)["fine_tuned_model"]
+
+
 # -- execute_complete, entered the way the task runner does (resume_execution) ----------------------
 
 SUMMARY = {
