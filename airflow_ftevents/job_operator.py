@@ -265,28 +265,23 @@ class FineTuneJobOperator(BaseOperator):
         return self._succeeded(context, finished_result(finished, self.soft_fail))
 
     def _defer(self, context: Context, follower: JobFollower, deadline: float | None) -> None:
-        from airflow_ftevents.checkpoints import seed_checkpoint
-        from airflow_ftevents.triggers import FineTuneJobTrigger
+        from airflow_ftevents.waiting import defer_wait
 
         self._close_hook()  # the worker slot is given back; do not keep its sockets open
-        seed_checkpoint(context, follower.to_dict())
         timeout = None
         if deadline is not None:
             timeout = dt.timedelta(seconds=max(deadline - time.time(), 0.0) + DEFER_GRACE_SECONDS)
-        self.defer(
-            trigger=FineTuneJobTrigger(
-                job_id=self.job_id,
-                conn_id=self.conn_id,
-                poll_interval=self.poll_interval,
-                end_time=deadline,
-                progress=follower.to_dict(),
-                log_events=self.log_events,
-                page_size=self.page_size,
-                checkpoint_interval=self.checkpoint_interval,
-                cancel_on_kill=self.cancel_on_kill,
-            ),
-            method_name="execute_complete",
+        defer_wait(
+            self,
+            context,
+            follower,
+            conn_id=self.conn_id,
+            poll_interval=self.poll_interval,
+            end_time=deadline,
             timeout=timeout,
+            log_events=self.log_events,
+            checkpoint_interval=self.checkpoint_interval,
+            cancel_on_kill=self.cancel_on_kill,
         )
 
     def execute_complete(self, context: Context, event: Any = None, **kwargs: Any) -> Any:

@@ -234,24 +234,13 @@ class FineTuneEventsExportOperator(BaseOperator):
 
         Without that start, the trigger's first poll would read (and log) the job's whole history.
         """
-        from airflow_ftevents.checkpoints import seed_checkpoint
         from airflow_ftevents.core.follow import JobFollower
-        from airflow_ftevents.triggers import FineTuneJobTrigger
+        from airflow_ftevents.waiting import defer_wait
 
         follower = JobFollower(self.job_id, self.api, self.page_size)
         list(hook.run(follower.start_at_newest()))
-        seed_checkpoint(context, follower.to_dict())
-        self.defer(
-            trigger=FineTuneJobTrigger(
-                job_id=self.job_id,
-                conn_id=self.conn_id,
-                api=self.api,
-                poll_interval=self.poll_interval,
-                end_time=deadline,
-                progress=follower.to_dict(),
-                page_size=self.page_size,
-            ),
-            method_name="execute_complete",
+        defer_wait(
+            self, context, follower, conn_id=self.conn_id, poll_interval=self.poll_interval, end_time=deadline
         )
 
     def execute_complete(self, context: Context, event: Any = None) -> Any:

@@ -205,26 +205,20 @@ class FineTuneJobSensor(BaseSensorOperator):
         if result.is_done:
             self.log.info("Job %s already finished; not deferring", self.job_id)
             return self._announce(context, result.xcom_value)
-        from airflow_ftevents.checkpoints import seed_checkpoint
-        from airflow_ftevents.triggers import FineTuneJobTrigger
+        from airflow_ftevents.waiting import defer_wait
 
         follower = self._follower or JobFollower(self.job_id, self.api, self.page_size)
         self._close_hook()  # the worker slot is given back; do not keep its sockets open
-        seed_checkpoint(context, follower.to_dict())
-        self.defer(
-            trigger=FineTuneJobTrigger(
-                job_id=self.job_id,
-                conn_id=self.conn_id,
-                api=self.api,
-                poll_interval=self.poke_interval,
-                end_time=deadline,
-                progress=follower.to_dict(),
-                log_events=self.log_events,
-                page_size=self.page_size,
-                checkpoint_interval=self.checkpoint_interval,
-            ),
-            method_name="execute_complete",
+        defer_wait(
+            self,
+            context,
+            follower,
+            conn_id=self.conn_id,
+            poll_interval=self.poke_interval,
+            end_time=deadline,
             timeout=timedelta(seconds=max(deadline - wall_clock(), 0.0) + DEFER_GRACE_SECONDS),
+            log_events=self.log_events,
+            checkpoint_interval=self.checkpoint_interval,
         )
 
     def execute_complete(self, context: Context, event: Any = None, **kwargs: Any) -> Any:

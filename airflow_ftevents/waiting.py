@@ -100,3 +100,37 @@ def announce_success(
     if attach_asset_extra(context, outlets, asset_extra(result, checkpoints)):
         hook.log.info("Job %s: the outlet Asset events carry %s", job_id, result.get("fine_tuned_model"))
     return result
+
+
+def defer_wait(
+    task: Any,
+    context: Any,
+    follower: Any,
+    *,
+    conn_id: str,
+    poll_interval: float,
+    end_time: float | None,
+    timeout: Any = None,
+    **trigger_kwargs: Any,
+) -> None:
+    """Hand the wait to ``FineTuneJobTrigger`` from where ``follower`` stands; resumes in
+    ``task.execute_complete``. The follower's state is stored as the trigger's first checkpoint."""
+    from airflow_ftevents.checkpoints import seed_checkpoint
+    from airflow_ftevents.triggers import FineTuneJobTrigger
+
+    progress = follower.to_dict()
+    seed_checkpoint(context, progress)
+    task.defer(
+        trigger=FineTuneJobTrigger(
+            job_id=follower.job_id,
+            conn_id=conn_id,
+            api=follower.api,
+            poll_interval=poll_interval,
+            end_time=end_time,
+            progress=progress,
+            page_size=follower.page_size,
+            **trigger_kwargs,
+        ),
+        method_name="execute_complete",
+        timeout=timeout,
+    )
