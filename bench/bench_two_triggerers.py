@@ -35,7 +35,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from deployment import Deployment, DeploymentError, free_port, wait_until  # noqa: E402
+from deployment import (  # noqa: E402
+    Deployment,
+    DeploymentError,
+    free_port,
+    most_events_within,
+    wait_until,
+)
 
 from airflow_ftevents.core.jobstate import format_event  # noqa: E402
 from airflow_ftevents.simulator import JobSpec, Simulator  # noqa: E402
@@ -161,17 +167,6 @@ class Postgres:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
         shutil.rmtree(self.root, ignore_errors=True)
-
-
-def most_events_within(events: list[dict[str, Any]], seconds: float) -> int:
-    """The largest number of events whose created_at falls within any window of ``seconds``."""
-    stamps = sorted(e["created_at"] for e in events)
-    most, first = 0, 0
-    for last, stamp in enumerate(stamps):
-        while stamp - stamps[first] > seconds:
-            first += 1
-        most = max(most, last - first + 1)
-    return most
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -89,6 +89,18 @@ def _task_key(ti: Mapping[str, Any]) -> str:
     return ti["task_id"] if map_index in (-1, None) else f"{ti['task_id']}[{map_index}]"
 
 
+def most_events_within(events: list[dict[str, Any]], seconds: float) -> int:
+    """The largest number of events whose created_at falls within any window of ``seconds``: the bound
+    on events a restarted trigger logs again (one checkpoint interval plus one poll)."""
+    stamps = sorted(e["created_at"] for e in events)
+    most, first = 0, 0
+    for last, stamp in enumerate(stamps):
+        while stamp - stamps[first] > seconds:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
+
+
 class Service:
     """One ``airflow <command>`` process with its own log file in the home."""
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from conftest import API_KEY, connection_json
-from deployment import Deployment, wait_until
+from deployment import Deployment, most_events_within, wait_until
 
 from airflow_ftevents.core.jobstate import format_event
 from airflow_ftevents.core.jobtag import asset_extra, compact_checkpoint
@@ -87,17 +87,6 @@ def _logged_lines(airflow: Deployment, run_id: str, expected: Counter[str]) -> C
     return Counter(r["event"] for r in records if isinstance(r.get("event"), str) and r["event"] in expected)
 
 
-def _most_events_within(events: list[dict[str, Any]], seconds: float) -> int:
-    """The largest number of events whose created_at falls within any window of ``seconds``."""
-    stamps = sorted(e["created_at"] for e in events)
-    most, first = 0, 0
-    for last, stamp in enumerate(stamps):
-        while stamp - stamps[first] > seconds:
-            first += 1
-        most = max(most, last - first + 1)
-    return most
-
-
 def _trigger_event_lines(airflow: Deployment, run_id: str, expected: Counter[str]) -> int:
     records = airflow.task_log_records(WAIT_DAG, run_id, SENSOR)
     return sum(1 for r in records if ".trigger." in r["_file"] and r.get("event") in expected)
@@ -151,7 +140,7 @@ def test_triggerer_killed_mid_wait_run_succeeds_every_event_exported_once_and_lo
         print(f"events logged twice after the triggerer restart: {twice}")
         # A restarted trigger resumes from its last checkpoint, saved at most once per interval when it
         # polls: what it logged since then (events created within one interval plus one poll) repeats.
-        bound = _most_events_within(events, CHECKPOINT_INTERVAL + POKE_INTERVAL)
+        bound = most_events_within(events, CHECKPOINT_INTERVAL + POKE_INTERVAL)
         assert twice <= bound, f"{twice} events logged twice, more than one checkpoint interval's {bound}"
 
 
