@@ -45,6 +45,9 @@ TERMINAL_RUN_STATES = frozenset({"success", "failed"})
 T = TypeVar("T")
 
 
+DB_ERROR_RETRIES = 4  # see Deployment.api
+
+
 class DeploymentError(RuntimeError):
     """The deployment did not start, or a wait ran out; the message says which process to look at."""
 
@@ -424,10 +427,21 @@ class Deployment:
         return self._token
 
     def api(self, method: str, path: str, **kwargs: Any) -> Any:
-        """One REST API call (``path`` after ``/api/v2``); the decoded JSON, or DeploymentError."""
+        """One REST API call (``path`` after ``/api/v2``); the decoded JSON, or DeploymentError.
+
+        SQLite serialises the writes of four processes: a write the api-server makes beside the call
+        (its audit log row) can find the database locked and answer 500 "Database error". An idempotent
+        call (GET, PATCH) is sent again then, a few times; a POST never is.
+        """
         kwargs.setdefault("timeout", 30)
         headers = {"Authorization": f"Bearer {self.token()}", **kwargs.pop("headers", {})}
-        response = self._http.request(method, f"{self.base_url}/api/v2{path}", headers=headers, **kwargs)
+        url = f"{self.base_url}/api/v2{path}"
+        for attempt in range(DB_ERROR_RETRIES + 1):
+            response = self._http.request(method, url, headers=headers, **kwargs)
+            locked = response.status_code == 500 and "Database error" in response.text
+            if not (locked and method in ("GET", "PATCH") and attempt < DB_ERROR_RETRIES):
+                break
+            time.sleep(1.0 + attempt)
         if response.status_code >= 400:
             raise DeploymentError(f"{method} /api/v2{path} -> {response.status_code}: {response.text[:2000]}")
         return response.json() if response.content else None
