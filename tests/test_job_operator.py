@@ -261,6 +261,16 @@ def _trigger(job_id: str, **kwargs: Any) -> FineTuneJobTrigger:
     return FineTuneJobTrigger(job_id, CONN_ID, poll_interval=0.1, cancel_on_kill=True, **kwargs)
 
 
+async def removed_by_the_triggerer(trigger: FineTuneJobTrigger, after: float) -> None:
+    """What a triggerer does to a trigger it no longer runs: cancel its run, then call cleanup()."""
+    task = asyncio.ensure_future(trigger.run().__anext__())
+    await asyncio.sleep(after)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await trigger.cleanup()
+
+
 async def test_the_trigger_cancels_on_a_users_kill(sim, sim_conn) -> None:
     job_id = sim.add_job(JobSpec(job_id="ftjob-kill", n_events=200, duration=60))
     trigger = _trigger(job_id)
@@ -278,13 +288,7 @@ async def test_a_triggerer_restart_does_not_cancel(sim, sim_conn, monkeypatch) -
             return "deferred"
 
         monkeypatch.setattr(job_trigger, "task_instance_state", deferred)
-        trigger = _trigger(job_id)
-        task = asyncio.ensure_future(trigger.run().__anext__())
-        await asyncio.sleep(0.5)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        await trigger.cleanup()
+        await removed_by_the_triggerer(_trigger(job_id), after=0.5)
         assert sim.job(job_id)["status"] in ("validating_files", "queued", "running")
 
 
@@ -296,13 +300,7 @@ async def test_on_3_1_a_task_that_left_deferred_cancels_in_cleanup(sim, sim_conn
         return "failed"  # a user marked the deferred task failed
 
     monkeypatch.setattr(job_trigger, "task_instance_state", failed)
-    trigger = _trigger(job_id)
-    task = asyncio.ensure_future(trigger.run().__anext__())
-    await asyncio.sleep(0.3)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    await trigger.cleanup()
+    await removed_by_the_triggerer(_trigger(job_id), after=0.3)
     assert sim.job(job_id)["status"] == "cancelled"
 
 
