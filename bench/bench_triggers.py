@@ -13,6 +13,8 @@ First of all, in the same process with the same imports, a baseline: 1,000 trigg
 pays for its own heap (CPython's full collections over Airflow's objects take 100-300 ms here before
 any trigger exists), so what a trigger costs is what it adds to that floor: the longest stall, garbage
 collection included, against the baseline's, the memory and the CPU per poll of each trigger.
+A control phase runs ours with httpx swapped for bare h11 on one kept-alive stream, to tell what the
+HTTP stack sets off in the collector from what the follower does.
 
     .venv/bin/python bench/bench_triggers.py            # writes "## Trigger concurrency" in RESULTS.md
 
@@ -48,6 +50,7 @@ from results_md import replace_section
 
 KEY = "sk-bench-triggers-0123456789"
 JOB_PATH = re.compile(r"/fine_tuning/jobs/[^/?]+(\?|$)")  # reading the job: one per poll
+CONTROL_NAME = "control: ours with httpx swapped for bare h11 on one kept-alive stream"
 SECTION = "## Trigger concurrency"  # the stress run (poll_interval 5 s); other intervals get their own
 
 
@@ -129,13 +132,25 @@ class GcPauses:
         self.pauses: list[tuple[float, float]] = []
         self.full: list[tuple[float, int]] = []  # full (gen 2) collections: duration, garbage found
         self.total = 0.0  # seconds spent collecting so far
+        # Objects moved into the oldest generation by collections of generation 1 (CPython's
+        # "long-lived pending" count, which sets off a full collection once it passes a quarter of
+        # the objects the last full collection left): counted as the young generations' objects when
+        # such a collection starts, minus the garbage it found.
+        self.promoted = 0
+        self.young_collections = 0
         self._start = 0.0
+        self._young = 0
         gc.callbacks.append(self._callback)
 
     def _callback(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
             self._start = time.perf_counter()
+            if info["generation"] == 1:  # counted inside the pause, so no step is charged for it
+                self._young = len(gc.get_objects(0)) + len(gc.get_objects(1))
         else:
+            if info["generation"] == 1:
+                self.promoted += max(self._young - info["collected"], 0)
+                self.young_collections += 1
             end = time.perf_counter()
             self.pauses.append((self._start, end))
             self.total += end - self._start
@@ -203,6 +218,9 @@ class PhaseResult:
     longest_gc: float = 0.0
     full_collections: int = 0
     full_garbage: int = 0
+    long_lived: int = 0  # objects in the oldest generation after the collection before the phase
+    promoted: int = 0  # objects promoted into it during the phase (see GcPauses)
+    young_collections: int = 0
     steps: int = 0
     longest_step: float = 0.0
     longest_step_own: float = 0.0
@@ -247,6 +265,156 @@ def idle_full_collection() -> tuple[float, int]:
         gc.collect()
         times.append(time.perf_counter() - start)
     return sorted(times)[2] * 1000, len(gc.get_objects())
+
+
+# -- the control: the same follower over a bare HTTP/1.1 connection -------------------------------------
+
+
+def bare_h11_fetch_class() -> type:
+    """The least an HTTP poller can do: h11 (which httpx's own transport uses underneath) over one
+    kept-alive asyncio stream, no retries, no TLS, no proxy; called like the async client's fetch."""
+    from urllib.parse import urlencode, urlsplit
+
+    import h11
+
+    from airflow_ftevents.core.api import ApiRequest
+    from airflow_ftevents.core.responses import loads
+
+    base = urlsplit(json.loads(os.environ["AIRFLOW_CONN_OPENAI_DEFAULT"])["host"])
+    host, port, prefix = base.hostname or "127.0.0.1", base.port or 80, base.path.rstrip("/")
+    headers = [("Host", f"{host}:{port}"), ("Authorization", f"Bearer {KEY}")]
+
+    class BareH11Fetch:
+        def __init__(self) -> None:
+            self.stream: tuple[Any, Any, Any] | None = None  # reader, writer, h11 connection
+
+        async def __call__(self, request: ApiRequest) -> Any:
+            if self.stream is None:
+                reader, writer = await asyncio.open_connection(host, port)
+                self.stream = (reader, writer, h11.Connection(h11.CLIENT))
+            reader, writer, conn = self.stream
+            if conn.our_state is h11.DONE:
+                conn.start_next_cycle()
+            query = urlencode({k: v for k, v in request.params.items() if v is not None})
+            target = prefix + "/" + "/".join(request.segments) + ("?" + query if query else "")
+            writer.write(conn.send(h11.Request(method="GET", target=target, headers=headers)))
+            writer.write(conn.send(h11.EndOfMessage()))
+            chunks, status = [], 0
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    conn.receive_data(await reader.read(65536))
+                elif isinstance(event, h11.Response):
+                    status = event.status_code
+                elif isinstance(event, h11.Data):
+                    chunks.append(event.data)
+                elif isinstance(event, h11.EndOfMessage):
+                    break
+            if status != 200:
+                raise RuntimeError(f"HTTP {status} for {target}")
+            return loads(b"".join(chunks))
+
+        def close(self) -> None:
+            if self.stream is not None:
+                self.stream[1].close()
+
+    return BareH11Fetch
+
+
+def bare_h11_trigger_class() -> type:
+    """Ours with httpx swapped for :func:`bare_h11_fetch_class`: the same sans-I/O follower, sleeps
+    and logging, so the difference between the two phases is what httpx's stack keeps alive while a
+    request is in flight."""
+    from airflow.triggers.base import TriggerEvent
+
+    from airflow_ftevents.core.drivers import run_async
+    from airflow_ftevents.core.follow import Finished, NewEvent
+    from airflow_ftevents.core.jobstate import SUCCEEDED, log_event
+    from airflow_ftevents.triggers import FineTuneJobTrigger, trigger_event_payload
+
+    fetch_class = bare_h11_fetch_class()
+
+    class BareH11Trigger(FineTuneJobTrigger):
+        async def run(self):  # type: ignore[override]
+            fetch = fetch_class()
+            plan = self.follower.follow(self.poll_interval, self.end_time, tolerate_errors=True)
+            try:
+                async for outcome in run_async(plan, fetch):
+                    if isinstance(outcome, NewEvent) and self.log_events:
+                        log_event(self.log, outcome.event)
+                    elif isinstance(outcome, Finished):
+                        status = "success" if outcome.status == SUCCEEDED else outcome.status
+                        yield TriggerEvent(trigger_event_payload(status, outcome.message, outcome.summary))
+                        return
+            finally:
+                fetch.close()
+
+    return BareH11Trigger
+
+
+async def objects_in_flight(fetches: list[Callable[[Any], Any]], halfway: float) -> float:
+    """Collector-tracked objects a request keeps alive while the server has not answered yet, per
+    request: each fetch (a client with its own kept-alive connection) reads the same job at once,
+    counted with the collector off, ``halfway`` through the simulator's delay."""
+    from airflow_ftevents.core.api import job_request
+
+    request = job_request("fine_tuning", "ftjob-warmup")
+    for _ in range(2):  # connect, and build what a client builds at its first requests
+        await asyncio.gather(*(fetch(request) for fetch in fetches))
+    gc.collect()
+    gc.disable()
+    try:
+        before = len(gc.get_objects())
+        pending = [asyncio.ensure_future(fetch(request)) for fetch in fetches]
+        await asyncio.sleep(halfway)
+        during = len(gc.get_objects())
+        await asyncio.gather(*pending)
+    finally:
+        gc.enable()
+    return (during - before) / len(fetches)
+
+
+def httpcore_pool_fetch(base_url: str) -> Callable[[Any], Any]:
+    """A GET of the warm-up job through httpcore's connection pool, called directly: httpx's
+    transport without httpx's own request and response objects around it."""
+    import httpcore
+
+    url = base_url + "/fine_tuning/jobs/ftjob-warmup"
+    host = url.split("/")[2].encode()
+    pool = httpcore.AsyncConnectionPool(keepalive_expiry=60)
+    request = httpcore.Request(
+        "GET",
+        url,
+        headers=[(b"Host", host), (b"Authorization", b"Bearer " + KEY.encode())],
+        extensions={"timeout": {"connect": 10, "read": 30, "write": 30, "pool": 30}},
+    )
+
+    async def fetch(_: Any) -> Any:
+        response = await pool.handle_async_request(request)
+        try:
+            return json.loads(await response.aread())
+        finally:
+            await response.aclose()
+
+    return fetch
+
+
+async def in_flight(base_url: str, halfway: float, n: int = 20) -> dict[str, float]:
+    """Tracked objects per request in flight: through ours (httpx's transport), through httpcore's
+    pool called directly, and through the control's bare h11."""
+    from airflow_ftevents.async_client import AsyncFineTuneEventsClient
+
+    clients = [await AsyncFineTuneEventsClient.from_connection("openai_default") for _ in range(n)]
+    found = {"httpx": await objects_in_flight([client._fetch for client in clients], halfway)}
+    for client in clients:
+        await client.aclose()
+    found["httpcore"] = await objects_in_flight([httpcore_pool_fetch(base_url) for _ in range(n)], halfway)
+    fetch_class = bare_h11_fetch_class()
+    bare = [fetch_class() for _ in range(n)]
+    found["h11"] = await objects_in_flight(bare, halfway)
+    for fetch in bare:
+        fetch.close()
+    return found
 
 
 # -- the peer: the blocking hook inside the async trigger ---------------------------------------------
@@ -348,6 +516,12 @@ async def run_phase(
             if status != "timeout":  # a trigger that gave up at the deadline detected nothing
                 detected[job_id] = time.time()
 
+    # Every phase starts from the same collector state: a full collection, outside the measured
+    # time, so no phase pays for what an earlier one left pending.
+    gc.collect()
+    result.long_lived = len(gc.get_objects(2))
+    await asyncio.sleep(0)  # ends this step, so the step timer's reset below leaves the collection out
+    promoted_before, young_before = gc_pauses.promoted, gc_pauses.young_collections
     result.rss_start = rss_mb()
     sampler = RssSampler()
     sampler.start()
@@ -387,6 +561,8 @@ async def run_phase(
     full = gc_pauses.full[full_before:]
     result.full_collections = len(full)
     result.full_garbage = sum(collected for _, collected in full)
+    result.promoted = gc_pauses.promoted - promoted_before
+    result.young_collections = gc_pauses.young_collections - young_before
     return result
 
 
@@ -406,6 +582,9 @@ def describe(result: PhaseResult) -> dict[str, str]:
         "gap_p99": f"{max(result.gap_p99, 0) * 1000:.0f} ms",
         "gc": f"{result.longest_gc * 1000:.0f} ms",
         "full_gc": f"{result.full_collections} (garbage found: {result.full_garbage:,} objects)",
+        "promoted": f"{result.promoted:,} ({result.promoted / max(result.polls, 1):.1f} per poll; "
+        f"{result.young_collections:,} collections of generation 1)",
+        "due": f"{result.long_lived // 4:,} ({result.promoted / max(result.long_lived / 4, 1):.1f}x)",
         "rss": f"{result.peak_rss:.0f} MB",
         "mem_per": f"{result.memory_per_trigger_kib:.1f} KiB",
         "cpu_per_poll": f"{result.cpu_per_poll_ms:.2f} ms ({result.polls:,} polls)",
@@ -429,6 +608,9 @@ def main() -> None:
         help="seconds the simulator waits before every answer, as a real API's round trip (default 0.1)",
     )
     parser.add_argument("--no-peer", action="store_true", help="skip the blocking peer")
+    parser.add_argument(
+        "--no-control", action="store_true", help="skip the control: ours over a bare h11 connection"
+    )
     parser.add_argument(
         "--freeze-phase",
         action="store_true",
@@ -491,6 +673,8 @@ def main() -> None:
     baseline_finish: dict[str, float] = {}
     baseline_cls = sleeping_trigger_class(baseline_finish)
     phases = [(baseline_name, "z", baseline_cls, False), (ours_name, "a", FineTuneJobTrigger, False)]
+    if not args.no_control:
+        phases.append((CONTROL_NAME, "h", bare_h11_trigger_class(), False))
     if not args.no_peer:
         peer_cls = blocking_trigger_class()
         phases.append(("peer: same polling, blocking hook (requests) in run()", "b", peer_cls, False))
@@ -498,6 +682,7 @@ def main() -> None:
         phases.append((ours_name + ", after gc.freeze()", "c", FineTuneJobTrigger, True))
     for _, _, cls, _ in phases[1:]:
         asyncio.run(warm_up(cls))
+    found = asyncio.run(in_flight(sim.base_url, args.server_delay / 2)) if args.server_delay else None
     results = []
     for name, prefix, cls, freeze in phases:
         if freeze:
@@ -554,6 +739,12 @@ def main() -> None:
         ("wake-up lateness p99", "gap_p99"),
         ("longest GC pause", "gc"),
         ("full collections during the phase", "full_gc"),
+        ("objects promoted to the oldest generation (survivors of generation-1 collections)", "promoted"),
+        (
+            "promotions that make a full collection due (a quarter of the oldest generation at the "
+            "phase's start), and the phase's promotions over that",
+            "due",
+        ),
         ("peak RSS (sampled)", "rss"),
         ("memory per trigger (peak RSS over RSS at the phase's start)", "mem_per"),
         ("CPU per poll per trigger (process CPU / polls; baseline: / wake-ups)", "cpu_per_poll"),
@@ -590,6 +781,32 @@ def main() -> None:
         + ("met" if ours.peak_rss < 300 else "MISSED")
         + f" (Airflow + provider imported before any trigger: {baseline:.0f} MB)",
     ]
+    controls = [r for r in results if r.name == CONTROL_NAME]
+    verdicts.append(
+        "what sets off the full collections (CPython 3.11 runs one only after 10 collections of "
+        "generation 1, and only once the objects they promoted pass a quarter of the oldest "
+        f"generation): baseline {floor.young_collections} of generation 1, {floor.promoted:,} promoted "
+        f"({floor.promoted / max(floor.long_lived / 4, 1):.1f}x the quarter); ours "
+        f"{ours.young_collections}, {ours.promoted:,} ({ours.promoted / max(ours.long_lived / 4, 1):.1f}x)"
+        + (
+            f"; the control (the same follower, sleeps and logging, with httpx swapped for bare h11) "
+            f"{controls[0].young_collections}, {controls[0].promoted:,} "
+            f"({controls[0].promoted / max(controls[0].long_lived / 4, 1):.1f}x), "
+            f"{controls[0].full_collections} full, longest stall {controls[0].stall * 1000:.0f} ms "
+            f"({controls[0].stall / max(floor.stall, 1e-3):.2f}x the baseline's), CPU per poll "
+            f"{controls[0].cpu_per_poll_ms:.2f} ms"
+            if controls
+            else ""
+        )
+        + (
+            f"; a request in flight keeps {found['httpx']:.0f} tracked objects alive through httpx's "
+            f"transport (ours), {found['httpcore']:.0f} through httpcore's pool called directly, "
+            f"{found['h11']:.0f} through bare h11 (20 at once, each on its own kept-alive connection, "
+            "counted half-way through the simulator's delay)"
+            if found
+            else ""
+        )
+    )
     frozen = [r for r in results if r.name.endswith("gc.freeze()")]
     if frozen:
         verdicts.append(
@@ -626,9 +843,12 @@ def main() -> None:
             "Stall = longest gap between wake-ups of a coroutine sleeping 10 ms, minus the 10 ms. RSS is "
             "sampled every 50 ms by a thread (lifetime ru_maxrss of the process, all phases: "
             f"{peak_lifetime:.0f} MB). Each phase has fresh jobs with the same schedule and a deadline "
-            f"of {cap:g} s; the phases run one after the other in the same process: the baseline "
-            "(triggers that only sleep poll_interval until their job's finish time, no I/O), ours, the "
-            "peer, and with --freeze-phase ours again after gc.freeze() (the objects made by importing "
+            f"of {cap:g} s; the phases run one after the other in the same process, each after a full "
+            "collection outside its measured time (so none pays for what an earlier one left): the "
+            "baseline (triggers that only sleep poll_interval until their job's finish time, no I/O), "
+            "ours, the control (ours with httpx swapped for bare h11 on one kept-alive asyncio stream "
+            "per trigger: the same follower, sleeps and logging, no retries, TLS or proxy), the peer, "
+            "and with --freeze-phase ours again after gc.freeze() (the objects made by importing "
             "Airflow are then left out of collections). The machine is shared and noisy: compare each "
             "figure with the baseline's from the same run.",
             "",
