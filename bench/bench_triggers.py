@@ -10,9 +10,10 @@ of the official OpenAI provider's trigger. Both sides log every event to a file.
 
 First of all, in the same process with the same imports, a baseline: 1,000 triggers that only sleep
 ``poll_interval`` until their job's finish time, as the cheapest possible trigger would. A triggerer
-pays for its own heap (CPython's full collections over Airflow's objects take 100-300 ms here before
-any trigger exists), so what a trigger costs is what it adds to that floor: the longest stall, garbage
-collection included, against the baseline's, the memory and the CPU per poll of each trigger.
+pays for its own heap (CPython's full collections over Airflow's objects take 50-300 ms here before
+any trigger exists, depending on the machine's load), so what a trigger costs is what it adds to
+that floor: the longest stall, garbage collection included, against the baseline's, the memory and
+the CPU per poll of each trigger.
 A control phase runs ours with httpx swapped for bare h11 on one kept-alive stream, to tell what the
 HTTP stack sets off in the collector from what the follower does.
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import bisect
 import gc
 import json
@@ -40,7 +42,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -64,6 +66,7 @@ class SimProcess:
         command = [sys.executable, "-m", "airflow_ftevents.simulator", "--port", "0", "--api-key", KEY]
         command += ["--job", "ftjob-warmup:6:0:succeeded", "--keepalive", "15"]
         self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        atexit.register(self.stop)  # a benchmark that fails half-way leaves no simulator running
         self.base_url = self.proc.stdout.readline().strip()
         if not self.base_url.startswith("http://"):
             raise RuntimeError(f"the simulator did not start: {self.base_url!r}")
@@ -99,8 +102,9 @@ class SimProcess:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
 
 
 # -- measurements -------------------------------------------------------------------------------------
@@ -352,15 +356,25 @@ def bare_h11_trigger_class() -> type:
     return BareH11Trigger
 
 
-async def objects_in_flight(fetches: list[Callable[[Any], Any]], halfway: float) -> float:
-    """Collector-tracked objects a request keeps alive while the server has not answered yet, per
+async def objects_in_flight(
+    fetches: list[Callable[[Any], Any]],
+    halfway: float,
+    between_polls: Callable[[], Awaitable[None]] | None = None,
+) -> float:
+    """Collector-tracked objects more while requests are in flight than before they were sent, per
     request: each fetch (a client with its own kept-alive connection) reads the same job at once,
-    counted with the collector off, ``halfway`` through the simulator's delay."""
+    counted with the collector off, ``halfway`` through the simulator's delay. It includes the task
+    that runs each request (a task, its coroutine, a future), as every poll has one too.
+    ``between_polls`` first drops what a client drops between two polls, so the count includes
+    what each poll builds again."""
     from airflow_ftevents.core.api import job_request
 
     request = job_request("fine_tuning", "ftjob-warmup")
     for _ in range(2):  # connect, and build what a client builds at its first requests
         await asyncio.gather(*(fetch(request) for fetch in fetches))
+    if between_polls is not None:
+        await between_polls()
+    await asyncio.sleep(0)  # a new step: the last gather's results are no longer held by this one
     gc.collect()
     gc.disable()
     try:
@@ -396,19 +410,29 @@ def httpcore_pool_fetch(base_url: str) -> Callable[[Any], Any]:
         finally:
             await response.aclose()
 
+    fetch.aclose = pool.aclose  # type: ignore[attr-defined]
     return fetch
 
 
-async def in_flight(base_url: str, halfway: float, n: int = 20) -> dict[str, float]:
-    """Tracked objects per request in flight: through ours (httpx's transport), through httpcore's
-    pool called directly, and through the control's bare h11."""
+async def in_flight(base_url: str, halfway: float, poll_interval: float, n: int = 20) -> dict[str, float]:
+    """Tracked objects per request in flight: through our client (tenacity's retry policy, the
+    prepared request and httpx's transport, as a poll builds them again after ``release_idle``),
+    through httpcore's pool called directly, and through the control's bare h11."""
     from airflow_ftevents.async_client import AsyncFineTuneEventsClient
 
     clients = [await AsyncFineTuneEventsClient.from_connection("openai_default") for _ in range(n)]
-    found = {"httpx": await objects_in_flight([client._fetch for client in clients], halfway)}
+
+    async def release_idle() -> None:
+        for client in clients:
+            await client.release_idle(poll_interval)
+
+    found = {"ours": await objects_in_flight([client._fetch for client in clients], halfway, release_idle)}
     for client in clients:
         await client.aclose()
-    found["httpcore"] = await objects_in_flight([httpcore_pool_fetch(base_url) for _ in range(n)], halfway)
+    pools = [httpcore_pool_fetch(base_url) for _ in range(n)]
+    found["httpcore"] = await objects_in_flight(pools, halfway)
+    for pool in pools:
+        await pool.aclose()  # type: ignore[attr-defined]
     fetch_class = bare_h11_fetch_class()
     bare = [fetch_class() for _ in range(n)]
     found["h11"] = await objects_in_flight(bare, halfway)
@@ -682,7 +706,9 @@ def main() -> None:
         phases.append((ours_name + ", after gc.freeze()", "c", FineTuneJobTrigger, True))
     for _, _, cls, _ in phases[1:]:
         asyncio.run(warm_up(cls))
-    found = asyncio.run(in_flight(sim.base_url, args.server_delay / 2)) if args.server_delay else None
+    found = (
+        asyncio.run(in_flight(sim.base_url, args.server_delay / 2, args.poll)) if args.server_delay else None
+    )
     results = []
     for name, prefix, cls, freeze in phases:
         if freeze:
@@ -783,13 +809,16 @@ def main() -> None:
     ]
     controls = [r for r in results if r.name == CONTROL_NAME]
     verdicts.append(
-        "what sets off the full collections (CPython 3.11 runs one only after 10 collections of "
-        "generation 1, and only once the objects they promoted pass a quarter of the oldest "
-        f"generation): baseline {floor.young_collections} of generation 1, {floor.promoted:,} promoted "
+        "what sets off the full collections (CPython 3.11 runs one at the eleventh collection of "
+        "generation 1 since the last, and only once the objects they promoted pass a quarter of the "
+        "oldest generation, which ours passes within 4-5 of them): baseline "
+        f"{floor.young_collections} of generation 1, {floor.promoted:,} promoted "
         f"({floor.promoted / max(floor.long_lived / 4, 1):.1f}x the quarter); ours "
         f"{ours.young_collections}, {ours.promoted:,} ({ours.promoted / max(ours.long_lived / 4, 1):.1f}x)"
         + (
-            f"; the control (the same follower, sleeps and logging, with httpx swapped for bare h11) "
+            f"; the control (the same follower, sleeps and logging, with httpx swapped for bare h11, "
+            "and without ours' retries, timeouts, connection lookup, checkpoint set-up and error "
+            "mapping) "
             f"{controls[0].young_collections}, {controls[0].promoted:,} "
             f"({controls[0].promoted / max(controls[0].long_lived / 4, 1):.1f}x), "
             f"{controls[0].full_collections} full, longest stall {controls[0].stall * 1000:.0f} ms "
@@ -799,10 +828,11 @@ def main() -> None:
             else ""
         )
         + (
-            f"; a request in flight keeps {found['httpx']:.0f} tracked objects alive through httpx's "
-            f"transport (ours), {found['httpcore']:.0f} through httpcore's pool called directly, "
-            f"{found['h11']:.0f} through bare h11 (20 at once, each on its own kept-alive connection, "
-            "counted half-way through the simulator's delay)"
+            f"; a request in flight keeps {found['ours']:.0f} more tracked objects alive through our "
+            f"client (tenacity, the request built again after release_idle, httpx's transport), "
+            f"{found['httpcore']:.0f} through httpcore's pool called directly, {found['h11']:.0f} "
+            "through bare h11 (20 at once, each on its own kept-alive connection, counted half-way "
+            "through the simulator's delay, each with the task that runs it)"
             if found
             else ""
         )
@@ -856,10 +886,12 @@ def main() -> None:
             "the loop away, garbage collection included, and the longest single step (every callback "
             "the loop runs is timed: one trigger's work from one await to the next), which is what a "
             "trigger that blocks the loop would show. CPython's full collections stop the whole "
-            "process for a time that grows with the heap, which Airflow's imports alone make large; "
-            "they run when long-lived objects have grown by a quarter, which 1,000 triggers arriving "
-            "do by themselves, or when garbage cycles pile up, which our triggers no longer create "
-            "(the test suite checks that polling leaves none).",
+            "process for a time that grows with the heap, which Airflow's imports alone make large. "
+            "CPython 3.11 runs one at the eleventh collection of generation 1 since the last, once "
+            "those have promoted more than a quarter of the oldest generation's objects; so what "
+            "decides how often they run is how often the young generations fill up, which the "
+            "allocations of requests in flight drive. Garbage cycles, which our triggers no longer "
+            "create (the test suite checks that polling leaves none), would add to it.",
             "",
             *rows,
             "",
