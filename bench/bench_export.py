@@ -40,7 +40,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from results_md import replace_section
+from results_md import publish
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Reading throughput and memory"
@@ -384,10 +384,7 @@ def main() -> int:
         "`json.loads`, and resolves proxy settings once per session where a bare `requests` session "
         "does it on every request.\n"
     )
-    print("\n" + section)
-    if not args.no_write:
-        replace_section(SECTION, section)
-        print(f"wrote {SECTION!r} in bench/RESULTS.md")
+    publish(SECTION, section, write=not args.no_write)
     return 0
 
 

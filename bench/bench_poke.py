@@ -32,7 +32,7 @@ import sys
 import time
 from typing import Any
 
-from results_md import replace_section
+from results_md import publish
 
 from airflow_ftevents.simulator import JobSpec, Simulator
 from airflow_ftevents.simulator.model import RUNNING_AT
@@ -219,10 +219,7 @@ def main() -> int:
             "",
         ]
     )
-    print("\n" + section)
-    if not args.no_write:
-        replace_section(SECTION, section)
-        print(f"wrote {SECTION!r} in bench/RESULTS.md")
+    publish(SECTION, section, write=not args.no_write)
     return 0
 
 

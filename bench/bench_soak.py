@@ -39,7 +39,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from results_md import replace_section
+from results_md import publish
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Soak under random faults"
@@ -403,10 +403,7 @@ def main() -> int:
     for r in results:
         print(json.dumps(r))
     section = render(args, results, command)
-    print(section)
-    if not args.no_write:
-        replace_section(SECTION, section)
-        print(f"wrote {SECTION!r} in bench/RESULTS.md")
+    publish(SECTION, section, write=not args.no_write)
     ours = results[0]
     exact = ours["survived"] and ours["duplicates"] == ours["gaps"] == ours["unknown"] == 0
     return 0 if exact and ours["in_order"] and ours["received"] == ours["simulator"] else 1

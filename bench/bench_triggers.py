@@ -48,7 +48,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from results_md import replace_section
+from results_md import publish
 
 KEY = "sk-bench-triggers-0123456789"
 JOB_PATH = re.compile(r"/fine_tuning/jobs/[^/?]+(\?|$)")  # reading the job: one per poll
@@ -274,7 +274,7 @@ def idle_full_collection() -> tuple[float, int]:
 # -- the control: the same follower over a bare HTTP/1.1 connection -------------------------------------
 
 
-def bare_h11_fetch_class() -> type:
+def bare_h11_fetch_class(base_url: str) -> type:
     """The least an HTTP poller can do: h11 (which httpx's own transport uses underneath) over one
     kept-alive asyncio stream, no retries, no TLS, no proxy; called like the async client's fetch."""
     from urllib.parse import urlencode, urlsplit
@@ -284,7 +284,7 @@ def bare_h11_fetch_class() -> type:
     from airflow_ftevents.core.api import ApiRequest
     from airflow_ftevents.core.responses import loads
 
-    base = urlsplit(json.loads(os.environ["AIRFLOW_CONN_OPENAI_DEFAULT"])["host"])
+    base = urlsplit(base_url)
     host, port, prefix = base.hostname or "127.0.0.1", base.port or 80, base.path.rstrip("/")
     headers = [("Host", f"{host}:{port}"), ("Authorization", f"Bearer {KEY}")]
 
@@ -325,7 +325,7 @@ def bare_h11_fetch_class() -> type:
     return BareH11Fetch
 
 
-def bare_h11_trigger_class() -> type:
+def bare_h11_trigger_class(base_url: str) -> type:
     """Ours with httpx swapped for :func:`bare_h11_fetch_class`: the same sans-I/O follower, sleeps
     and logging, so the difference between the two phases is what httpx's stack keeps alive while a
     request is in flight."""
@@ -336,7 +336,7 @@ def bare_h11_trigger_class() -> type:
     from airflow_ftevents.core.jobstate import SUCCEEDED, log_event
     from airflow_ftevents.triggers import FineTuneJobTrigger, trigger_event_payload
 
-    fetch_class = bare_h11_fetch_class()
+    fetch_class = bare_h11_fetch_class(base_url)
 
     class BareH11Trigger(FineTuneJobTrigger):
         async def run(self):  # type: ignore[override]
@@ -433,7 +433,7 @@ async def in_flight(base_url: str, halfway: float, poll_interval: float, n: int 
     found["httpcore"] = await objects_in_flight(pools, halfway)
     for pool in pools:
         await pool.aclose()  # type: ignore[attr-defined]
-    fetch_class = bare_h11_fetch_class()
+    fetch_class = bare_h11_fetch_class(base_url)
     bare = [fetch_class() for _ in range(n)]
     found["h11"] = await objects_in_flight(bare, halfway)
     for fetch in bare:
@@ -698,7 +698,7 @@ def main() -> None:
     baseline_cls = sleeping_trigger_class(baseline_finish)
     phases = [(baseline_name, "z", baseline_cls, False), (ours_name, "a", FineTuneJobTrigger, False)]
     if not args.no_control:
-        phases.append((CONTROL_NAME, "h", bare_h11_trigger_class(), False))
+        phases.append((CONTROL_NAME, "h", bare_h11_trigger_class(sim.base_url), False))
     if not args.no_peer:
         peer_cls = blocking_trigger_class()
         phases.append(("peer: same polling, blocking hook (requests) in run()", "b", peer_cls, False))
@@ -899,10 +899,7 @@ def main() -> None:
             "",
         ]
     )
-    print("\n" + section)
-    if not args.no_write:
-        replace_section(section_title, section)
-        print(f"wrote {section_title!r} in bench/RESULTS.md")
+    publish(section_title, section, write=not args.no_write)
 
 
 if __name__ == "__main__":

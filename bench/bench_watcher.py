@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from results_md import replace_section
+from results_md import publish
 
 from airflow_ftevents.async_client import AsyncFineTuneEventsClient
 from airflow_ftevents.core.config import ApiConfig
@@ -185,9 +185,7 @@ def main() -> None:
     args = parser.parse_args()
     rows = asyncio.run(main_async(args))
     text = render(rows, args)
-    print(text)
-    if not args.no_write:
-        replace_section(SECTION, text)
+    publish(SECTION, text, write=not args.no_write)
 
 
 if __name__ == "__main__":

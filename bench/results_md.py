@@ -17,3 +17,11 @@ def replace_section(heading: str, section: str, path: Path = RESULTS) -> None:
         end = text.find("\n## ", start + len(heading))
         text = text[:start] + section + ("" if end == -1 else text[end:])
     path.write_text(text)
+
+
+def publish(heading: str, section: str, write: bool) -> None:
+    """Print a benchmark's section and, unless the run said ``--no-write``, put it in RESULTS.md."""
+    print("\n" + section)
+    if write:
+        replace_section(heading, section)
+        print(f"wrote {heading!r} in bench/RESULTS.md")
