@@ -45,6 +45,11 @@ def connection_json(base_url: str, api_key: str = API_KEY, **extra: object) -> s
     return json.dumps({"conn_type": "openai_ftevents", "host": base_url, "password": api_key, "extra": extra})
 
 
+def sim_metadata(events: int = 30, seconds: float = 0.5, outcome: str = "succeeded") -> dict[str, str]:
+    """The job metadata that tells the simulator how a created job runs."""
+    return {"sim_events": str(events), "sim_seconds": str(seconds), "sim_outcome": outcome}
+
+
 @pytest.fixture
 def sim_conn(sim, monkeypatch) -> str:
     """``openai_default`` pointing at the simulator (as an AIRFLOW_CONN_ environment variable)."""

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import API_KEY, connection_json
+from conftest import API_KEY, connection_json, sim_metadata
 from deployment import Deployment, most_events_within, wait_until
 
 from airflow_ftevents.core.jobstate import format_event
@@ -71,6 +71,12 @@ def airflow(
         yield deployment
 
 
+def _start_wait_run(airflow: Deployment, events: int, seconds: float, outcome: str = "succeeded") -> str:
+    """A run of the wait-and-export example whose job (on the simulator) runs as told; its run id."""
+    airflow.unpause(WAIT_DAG)
+    return airflow.trigger(WAIT_DAG, conf={"metadata": sim_metadata(events, seconds, outcome)})
+
+
 def _job_id(airflow: Deployment, run_id: str) -> str:
     job_id = airflow.xcom(WAIT_DAG, run_id, SENSOR, key="job_id")
     assert isinstance(job_id, str) and job_id.startswith("ftjob-"), job_id
@@ -96,9 +102,7 @@ def test_triggerer_killed_mid_wait_run_succeeds_every_event_exported_once_and_lo
     airflow: Deployment, sim: Simulator, exports: Path
 ) -> None:
     with airflow.logs_on_failure():
-        airflow.unpause(WAIT_DAG)
-        metadata = {"sim_seconds": "40", "sim_events": "400", "sim_outcome": "succeeded"}
-        run_id = airflow.trigger(WAIT_DAG, conf={"metadata": metadata})
+        run_id = _start_wait_run(airflow, 400, 40)
         airflow.wait_for_task_state(WAIT_DAG, run_id, SENSOR, "deferred")
         job_id = _job_id(airflow, run_id)
         # Kill once the trigger has logged events for longer than a checkpoint interval, mid-job.
@@ -148,9 +152,7 @@ def test_failed_job_fails_the_run_after_its_events_are_exported(
     airflow: Deployment, sim: Simulator, exports: Path
 ) -> None:
     with airflow.logs_on_failure():
-        airflow.unpause(WAIT_DAG)
-        metadata = {"sim_seconds": "4", "sim_events": "60", "sim_outcome": "failed"}
-        run_id = airflow.trigger(WAIT_DAG, conf={"metadata": metadata})
+        run_id = _start_wait_run(airflow, 60, 4, "failed")
         assert airflow.wait_for_run(WAIT_DAG, run_id, timeout=120) == "failed"
         assert airflow.task_states(WAIT_DAG, run_id) == {
             SENSOR: "failed",
@@ -193,9 +195,7 @@ def test_manual_hourly_run_without_logical_date_exports_the_last_full_hour(
 
 def test_api_key_is_in_no_log_file_of_the_deployment(airflow: Deployment) -> None:
     with airflow.logs_on_failure():
-        airflow.unpause(WAIT_DAG)
-        metadata = {"sim_seconds": "3", "sim_events": "30", "sim_outcome": "succeeded"}
-        run_id = airflow.trigger(WAIT_DAG, conf={"metadata": metadata})
+        run_id = _start_wait_run(airflow, 30, 3)
         assert airflow.wait_for_run(WAIT_DAG, run_id, timeout=120) == "success"
         logs = airflow.all_log_text()
         assert "[metrics] step" in logs  # the task and trigger logs are there
@@ -206,9 +206,7 @@ def test_the_model_reaches_the_evaluation_dag_through_the_asset_event(
     airflow: Deployment, sim: Simulator, exports: Path
 ) -> None:
     with airflow.logs_on_failure():
-        airflow.unpause(WAIT_DAG)
-        metadata = {"sim_seconds": "6", "sim_events": "80", "sim_outcome": "succeeded"}
-        run_id = airflow.trigger(WAIT_DAG, conf={"metadata": metadata})
+        run_id = _start_wait_run(airflow, 80, 6)
         assert airflow.wait_for_run(WAIT_DAG, run_id, timeout=150) == "success"
         job_id = _job_id(airflow, run_id)
         job, checkpoints = sim.job(job_id), sim.checkpoints(job_id)
@@ -238,9 +236,7 @@ def test_the_model_reaches_the_evaluation_dag_through_the_asset_event(
 
 def test_marking_the_deferred_task_failed_cancels_the_job(airflow: Deployment, sim: Simulator) -> None:
     with airflow.logs_on_failure():
-        airflow.unpause(WAIT_DAG)
-        metadata = {"sim_seconds": "600", "sim_events": "600", "sim_outcome": "succeeded"}
-        run_id = airflow.trigger(WAIT_DAG, conf={"metadata": metadata})
+        run_id = _start_wait_run(airflow, 600, 600)
         airflow.wait_for_task_state(WAIT_DAG, run_id, SENSOR, "deferred")
         job_id = _job_id(airflow, run_id)
         assert sim.job(job_id)["status"] in ("validating_files", "queued", "running")

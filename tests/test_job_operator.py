@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 import pytest
-from conftest import API_KEY, CONN_ID
+from conftest import API_KEY, CONN_ID, sim_metadata
 from task_doubles import FakeTI, capture
 
 from airflow_ftevents._compat import (
@@ -33,11 +33,6 @@ def make(**kwargs: Any) -> FineTuneJobOperator:
     kwargs.setdefault("poll_interval", 0.1)
     kwargs.setdefault("deferrable", False)
     return FineTuneJobOperator(**kwargs)
-
-
-def sim_metadata(events: int = 30, seconds: float = 0.5, outcome: str = "succeeded") -> dict[str, str]:
-    """What tells the simulator how the created job runs."""
-    return {"sim_events": str(events), "sim_seconds": str(seconds), "sim_outcome": outcome}
 
 
 def posts(sim: Any) -> int:
